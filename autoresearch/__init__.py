@@ -1,0 +1,1 @@
+"""autoresearch: the lab that drives, records and shows experiments."""

@@ -1,0 +1,217 @@
+"""The data sources: python, files, and climbmix against a real HTTP server on loopback.
+Run: uv run pytest tests/test_sources.py"""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import prepare
+from conftest import run_prepare
+
+
+def test_python_source_is_this_machines_stdlib_split_into_bounded_documents():
+    docs = []
+    for group, text in prepare.python_documents():
+        docs.append((group, text))
+        if len(docs) == 2000:
+            break
+    assert all(group.endswith(".py") and "site-packages" not in group for group, _ in docs)
+    assert all(0 < len(text) <= prepare.DOC_MAX_CHARS for _, text in docs)
+    assert docs == [d for _, d in zip(range(2000), prepare.python_documents())]  # deterministic
+
+
+def test_split_text_keeps_every_character():
+    text = "".join(f"line {i} " + "x" * (i % 300) + "\n" for i in range(2000)) + "y" * 20000
+    docs = prepare.split_text(text, max_chars=1000)
+    assert "".join(docs) == text and max(map(len, docs)) <= 1000
+
+
+def test_validation_pinning_is_stable_and_about_five_percent():
+    groups = [f"pkg/module_{i}.py" for i in range(20000)]
+    share = sum(map(prepare.is_val, groups)) / len(groups)
+    assert 0.04 < share < 0.06
+    assert [prepare.is_val(g) for g in groups[:100]] == [prepare.is_val(g) for g in groups[:100]]
+
+
+def make_corpus(root):
+    """A corpus of every supported kind, words the stdlib never uses."""
+    (root / "notes").mkdir(parents=True)
+    words = ["zorblax", "quintessa", "murmuration", "flibbertigibbet", "kerfuffle", "snollygoster"]
+    for i in range(30):
+        (root / "notes" / f"n{i}.txt").write_text(" ".join(words[(i + j) % 6] for j in range(400)) + "\n")
+    (root / "readme.md").write_text("# Heading\n\n" + "lorem ipsum dolor " * 500)
+    with open(root / "records.jsonl", "w") as f:
+        for i in range(200):
+            f.write(json.dumps({"text": f"record {i}: " + " ".join(words[::-1]) * 5}) + "\n")
+        f.write(json.dumps("a bare string record") + "\n")
+    pq.write_table(pa.table({"text": [f"parquet row {i} " + words[i % 6] * 30 for i in range(300)]}),
+                   root / "table.parquet")
+    (root / "ignored.bin").write_bytes(b"\x00\x01")
+    return words
+
+
+def test_files_source_reads_every_supported_format(tmp_path):
+    make_corpus(tmp_path / "corpus")
+    docs = list(prepare.file_documents(str(tmp_path / "corpus")))
+    texts = "".join(t for _, t in docs)
+    assert "zorblax" in texts and "lorem ipsum" in texts and "record 199" in texts
+    assert "a bare string record" in texts and "parquet row 299" in texts
+    assert sum(1 for g, _ in docs if g.startswith("records.jsonl#")) == 201
+    globbed = list(prepare.file_documents(str(tmp_path / "corpus" / "notes" / "*.txt")))
+    assert len(globbed) == 30
+
+
+def test_files_source_end_to_end_with_a_corpus_never_seen(tmp_path):
+    words = make_corpus(tmp_path / "corpus")
+    cache = tmp_path / "cache"
+    assert run_prepare(cache, "--source", "files", "--path", str(tmp_path / "corpus"), "--profile", "tiny",
+                       "--vocab-size", "512", "--eval-tokens", "512") == 0
+    tok = prepare.Tokenizer.from_directory(cache / "tokenizer")
+    assert len(tok.encode("zorblax")) <= 2  # the tokenizer learned this corpus
+    manifest = prepare.load_manifest(cache)
+    assert manifest["source"]["name"] == "files" and manifest["documents"]["val"] > 0
+    tokens, _ = prepare.load_split("train", cache)
+    assert tok.decode(tokens[:2000]).count(words[0]) > 0
+
+
+def test_files_source_errors_are_one_clear_line(tmp_path):
+    with pytest.raises(prepare.CacheError, match="no .txt, .md, .jsonl or .parquet files"):
+        list(prepare.file_documents(str(tmp_path)))
+    (tmp_path / "bad.jsonl").write_text('{"text": "fine"}\n{"body": "no text field"}\n')
+    with pytest.raises(prepare.CacheError, match=r"bad.jsonl:2: .*'text' field"):
+        list(prepare.file_documents(str(tmp_path / "bad.jsonl")))
+
+
+# ---------------------------------------------------------------------------
+# climbmix over HTTP, against a loopback server
+# ---------------------------------------------------------------------------
+
+def parquet_bytes(texts, path):
+    pq.write_table(pa.table({"text": texts}), path)
+    return path.read_bytes()
+
+
+class Shards:
+    """A fake dataset host on 127.0.0.1: serves files, and misbehaves on request."""
+
+    def __init__(self):
+        self.files, self.fail, self.truncate, self.hits = {}, {}, {}, {}
+        shards = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                name = self.path.rsplit("/", 1)[-1]
+                shards.hits[name] = shards.hits.get(name, 0) + 1
+                if not self.path.startswith("/" + prepare.CLIMBMIX_REPO + "/") or name not in shards.files:
+                    self.send_error(404)
+                    return
+                if shards.fail.get(name, 0) > 0:
+                    shards.fail[name] -= 1
+                    self.send_error(503)
+                    return
+                body = shards.files[name]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if shards.truncate.get(name, 0) > 0:  # promise the whole file, send half, hang up
+                    shards.truncate[name] -= 1
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def shards(tmp_path, monkeypatch):
+    server = Shards()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    rng = np.random.default_rng(0)
+    vocab = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma"]
+    for index in (0, 1, prepare.CLIMBMIX_VAL_SHARD):
+        texts = [" ".join(rng.choice(vocab, size=300)) + f" doc {index}-{i}." for i in range(150)]
+        server.files[f"shard_{index:05d}.parquet"] = parquet_bytes(texts, tmp_path / "tmp.parquet")
+    yield server
+    server.close()
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_download_retries_server_errors_then_succeeds(shards, tmp_path):
+    shards.fail["shard_00000.parquet"] = 2
+    dest = prepare.download_file(f"{prepare.climbmix_base_url()}/shard_00000.parquet", tmp_path / "shard_00000.parquet",
+                                 backoff=0.01)
+    assert dest.read_bytes() == shards.files["shard_00000.parquet"]
+    assert shards.hits["shard_00000.parquet"] == 3
+
+
+def test_truncated_transfer_is_retried_and_leaves_no_partial_file(shards, tmp_path):
+    shards.truncate["shard_00001.parquet"] = 1
+    dest = prepare.download_file(f"{shards.url}/{prepare.CLIMBMIX_REPO}/shard_00001.parquet",
+                                 tmp_path / "shard_00001.parquet",
+                                 backoff=0.01)
+    assert dest.read_bytes() == shards.files["shard_00001.parquet"] and shards.hits["shard_00001.parquet"] == 2
+
+
+def test_a_server_that_keeps_failing_leaves_nothing_behind(shards, tmp_path):
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    shards.truncate["shard_00000.parquet"] = 99
+    with pytest.raises(prepare.CacheError, match="could not download .*truncated"):
+        prepare.download_file(f"{prepare.climbmix_base_url()}/shard_00000.parquet", folder / "shard_00000.parquet",
+                              retries=3, backoff=0.01)
+    assert leftovers(folder) == [] and shards.hits["shard_00000.parquet"] == 3
+    shards.fail["shard_00001.parquet"] = 99
+    with pytest.raises(prepare.CacheError, match="HTTP 503"):
+        prepare.download_file(f"{prepare.climbmix_base_url()}/shard_00001.parquet", folder / "shard_00001.parquet",
+                              retries=2, backoff=0.01)
+    assert leftovers(folder) == []
+
+
+def test_not_found_is_not_retried(shards, tmp_path):
+    with pytest.raises(prepare.CacheError, match="HTTP 404"):
+        prepare.download_file(f"{prepare.climbmix_base_url()}/shard_09999.parquet", tmp_path / "x.parquet",
+                              backoff=0.01)
+    assert shards.hits["shard_09999.parquet"] == 1
+
+
+def test_corrupt_parquet_is_rejected(shards, tmp_path):
+    shards.files["shard_00000.parquet"] = b"PAR1 this is not really a parquet file PAR1"
+    folder = tmp_path / "downloads"
+    folder.mkdir()
+    with pytest.raises(prepare.CacheError, match="not a valid parquet"):
+        prepare.download_file(f"{prepare.climbmix_base_url()}/shard_00000.parquet", folder / "s.parquet",
+                              retries=2, backoff=0.01)
+    assert leftovers(folder) == []
+
+
+def test_climbmix_prepare_end_to_end_with_pinned_validation_shard(shards, tmp_path):
+    cache = tmp_path / "cache"
+    assert run_prepare(cache, "--source", "climbmix", "--num-shards", "2", "--profile", "tiny",
+                       "--vocab-size", "300", "--eval-tokens", "2048") == 0
+    manifest = prepare.load_manifest(cache)
+    assert manifest["source"] == {"name": "climbmix", "num_shards": 2, "base_url": prepare.climbmix_base_url()}
+    assert manifest["documents"] == {"train": 300, "val": 150}
+    tok = prepare.Tokenizer.from_directory(cache / "tokenizer")
+    val_tokens, _ = prepare.load_split("val", cache)
+    assert f"doc {prepare.CLIMBMIX_VAL_SHARD}-" in tok.decode(val_tokens[:5000])
+    train_text = tok.decode(prepare.load_split("train", cache)[0])
+    assert f"doc {prepare.CLIMBMIX_VAL_SHARD}-" not in train_text and "doc 1-149." in train_text
+    assert sorted(leftovers(cache / "downloads")) == ["shard_00000.parquet", "shard_00001.parquet", "shard_06542.parquet"]

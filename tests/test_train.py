@@ -1,0 +1,94 @@
+"""train.py end to end on the CPU, as a subprocess, against the tiny cache (a 4-second budget).
+Run: uv run pytest tests/test_train.py"""
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+
+from conftest import ROOT, python_env, run_script
+
+SEED_SUMMARY_KEYS = ["val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
+                     "total_tokens_M", "num_steps", "num_params_M", "depth"]
+PROGRESS = re.compile(r"^step (\d+) \| +([\d.]+)% \| loss ([\d.]+) \| .* \| ([\d,]+) tok/s \|")
+
+
+def summary(stdout):
+    block = stdout.split("\n---\n", 1)[1]
+    return dict(line.split(":", 1) for line in block.strip().splitlines() if ":" in line)
+
+
+def test_tiny_run_prints_the_summary_and_writes_the_result(tiny_cache, tmp_path):
+    result = tmp_path / "result.json"
+    out = run_script(ROOT / "train.py", ROOT, python_env(tiny_cache, AUTORESEARCH_RESULT=result))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    values = {k: v.strip() for k, v in summary(out.stdout).items()}
+    assert list(values)[:len(SEED_SUMMARY_KEYS)] == SEED_SUMMARY_KEYS
+    record = json.loads(result.read_text())
+    assert f"{record['val_bpb']:.6f}" == values["val_bpb"]
+    assert values["mfu_percent"] == "n/a"  # no peak figure for a CPU
+    assert 4.0 <= float(values["training_seconds"]) < 4.0 + 5
+    assert float(values["total_seconds"]) < 4.0 + 60
+    progress = [PROGRESS.match(line) for line in out.stdout.splitlines() if line.startswith("step ")]
+    assert progress and all(progress)
+    assert [int(m.group(1)) for m in progress] == list(range(len(progress))) == list(range(int(values["num_steps"])))
+    assert re.search(r"^provenance: commit \S+ \| torch \S+ \| python \S+ \| device cpu", out.stdout, re.M)
+    assert "no torch.compile on cpu" in out.stdout  # fallbacks are announced
+    # far better than a model that knows nothing (uniform over the vocabulary)
+    token_bytes = np.load(tiny_cache / "tokenizer" / "token_bytes.npy")
+    uniform_bpb = record["eval_tokens"] * math.log2(len(token_bytes)) / record["eval_bytes"]
+    assert record["val_bpb"] < 0.8 * uniform_bpb
+
+
+def test_divergence_fails_fast_without_a_result(tiny_cache, tmp_path):
+    shutil.copy(ROOT / "prepare.py", tmp_path)
+    source = (ROOT / "train.py").read_text()
+    broken = re.sub(r"^MATRIX_LR = .*$", 'MATRIX_LR = float("nan")', source, flags=re.M)
+    assert broken != source
+    (tmp_path / "train.py").write_text(broken)
+    result = tmp_path / "result.json"
+    out = run_script(tmp_path / "train.py", tmp_path, python_env(tiny_cache, AUTORESEARCH_RESULT=result))
+    assert out.returncode != 0
+    assert "FAIL: training diverged at step" in out.stdout
+    assert not result.exists() and "\n---\n" not in out.stdout
+
+
+SEED_STYLE = '''
+import torch, torch.nn as nn, torch.nn.functional as F
+from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, make_dataloader, evaluate_bpb
+
+tokenizer = Tokenizer.from_directory()
+vocab_size = tokenizer.get_vocab_size()
+bos = tokenizer.get_bos_token_id()
+assert tokenizer.encode("hello", prepend=bos)[0] == bos
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(vocab_size, vocab_size)
+    def forward(self, idx, targets=None, reduction="mean"):
+        logits = self.emb(idx)
+        return F.cross_entropy(logits.view(-1, vocab_size), targets.view(-1), ignore_index=-1, reduction=reduction)
+
+model = Model().to("cpu")
+opt = torch.optim.Adam(model.parameters(), lr=0.1)
+loader = make_dataloader(tokenizer, 8, MAX_SEQ_LEN, "train")
+x, y, epoch = next(loader)
+for step in range(20):
+    loss = model(x, y)
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    x, y, epoch = next(loader)
+print(f"val_bpb: {evaluate_bpb(model, tokenizer, 32):.6f} budget {TIME_BUDGET}")
+'''
+
+
+def test_a_train_py_written_for_the_original_harness_still_works(tiny_cache, tmp_path):
+    shutil.copy(ROOT / "prepare.py", tmp_path)
+    (tmp_path / "train.py").write_text(SEED_STYLE)
+    out = run_script(tmp_path / "train.py", tmp_path, python_env(tiny_cache))
+    assert out.returncode == 0, out.stderr[-3000:]
+    match = re.search(r"val_bpb: ([\d.]+) budget 4", out.stdout)
+    assert match and 0 < float(match.group(1)) < 20
