@@ -454,6 +454,7 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None, seed=
     else:
         def order_fn(epoch):
             return np.arange(n_docs)
+    buffer_size = max(1, min(buffer_size, n_docs // 4))  # a small corpus: keep epochs apart
     packer = _Packer(tokens, offsets, tokenizer.get_bos_token_id(), order_fn, buffer_size)
     use_pin = device.type == "cuda"
     while True:

@@ -1,0 +1,49 @@
+"""The interface every agent shares.
+
+Context in: the current best train.py, program.md, the ledger's rows and the run's facts.
+Proposal out: a description plus either the full new train.py or a unified diff against it.
+An agent returns None when it has nothing more to propose (a replay file ran out, say).
+Agents keep no state of their own between proposals: everything they need is derived from the
+context, so a loop killed and restarted proposes exactly what it would have proposed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass
+class Context:
+    train_py: str                      # train.py at the current best commit
+    program_md: str                    # the human's manual
+    history: list[dict] = field(default_factory=list)  # ledger rows, oldest first (column -> string)
+    best: dict | None = None           # the row of the current best commit, if any
+    workdir: Path | None = None        # the run's worktree (agents that edit files work here)
+    profile: str = "tiny"              # the prepared cache's profile
+    seed: int = 0                      # the agent's seed: same seed + same history = same proposal
+    last_crash: str = ""               # tail of the last crash's log, if the last experiment crashed
+
+
+@dataclass
+class Proposal:
+    description: str
+    train_py: str | None = None        # the whole new file...
+    diff: str | None = None            # ...or a unified diff against the current one
+
+
+class Agent(Protocol):
+    name: str
+
+    def propose(self, context: Context) -> Proposal | None: ...
+
+
+def make_agent(spec: str, seed: int = 0) -> Agent:
+    """'search', or 'replay:FILE'."""
+    if spec == "search":
+        from .search import SearchAgent
+        return SearchAgent(seed=seed)
+    if spec.startswith("replay:"):
+        from .replay import ReplayAgent
+        return ReplayAgent(spec.split(":", 1)[1])
+    raise ValueError(f"unknown agent {spec!r}: use search or replay:FILE")

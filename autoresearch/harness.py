@@ -1,0 +1,48 @@
+"""What the lab needs to know about the prepared cache, read without importing torch.
+
+The fixed harness itself (prepare.py) is run, never imported: the lab only reads its manifest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .workspace import LabError
+
+PREPARE_HINT = "uv run prepare.py --source python --profile tiny"
+
+
+def cache_dir(cache=None) -> Path:
+    return Path(cache or os.environ.get("AUTORESEARCH_CACHE", "~/.cache/autoresearch")).expanduser().resolve()
+
+
+def read_manifest(cache=None) -> dict:
+    """The cache's manifest; a missing or broken cache is a LabError naming the command that fixes it."""
+    directory = cache_dir(cache)
+    path = directory / "manifest.json"
+    if not path.exists():
+        raise LabError(f"no prepared data in {directory}: run `{PREPARE_HINT}` first (or set AUTORESEARCH_CACHE)")
+    try:
+        manifest = json.loads(path.read_text())
+        for name, meta in manifest["files"].items():
+            if (directory / name).stat().st_size != meta["bytes"]:
+                raise ValueError(f"{name} has the wrong size")
+        manifest["constants"]["TIME_BUDGET"], manifest["data_hash"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise LabError(f"the cache in {directory} is broken ({e}): run `{PREPARE_HINT} --force`") from None
+    return manifest
+
+
+def probe_device(workdir: Path, env: dict) -> str:
+    """The device train.py will run on, named the same way for every experiment of a run."""
+    code = ("import os, platform, torch, prepare; d = prepare.best_device(); "
+            "print(torch.cuda.get_device_name(d) if d.type == 'cuda' else "
+            "f'{d.type} ({platform.machine()}, {os.cpu_count()} cores)')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True,
+                         timeout=120)
+    if out.returncode != 0:
+        raise LabError(f"could not start Python with torch in {workdir}: {out.stderr.strip().splitlines()[-1:]}")
+    return out.stdout.strip()

@@ -1,0 +1,113 @@
+"""results.tsv: one row per experiment, appended atomically, never rewritten.
+
+The first five columns are exactly the original project's (commit, val_bpb, memory_gb, status,
+description), so its analysis still reads the file; the lab's own columns follow. Statuses are
+keep, discard, crash, timeout and rejected; every reader here accepts unknown ones.
+
+An append is a single write() of one whole line to a file opened with O_APPEND, under an exclusive
+flock, then fsync: two appenders never interleave, and a crash can at worst leave a torn last line
+without a newline, which readers skip.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+COLUMNS = [
+    "commit", "val_bpb", "memory_gb", "status", "description",
+    "parent", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds",
+    "num_steps", "total_tokens_M", "mfu_percent", "peak_vram_mb", "seed", "agent", "started", "finished",
+    "lab_seconds", "reason", "device", "profile", "data_hash", "tokenizer_hash", "time_budget",
+]
+SEED_COLUMNS = COLUMNS[:5]
+STATUSES = ("keep", "discard", "crash", "timeout", "rejected")
+# the columns that say where a number was measured: rows that differ here are not comparable
+FINGERPRINT = ("device", "profile", "data_hash", "tokenizer_hash", "time_budget")
+
+
+FORMATS = {"val_bpb": "{:.6f}", "score": "{:.6f}", "memory_gb": "{:.1f}", "lab_seconds": "{:.3f}"}
+
+
+def clean(column: str, value) -> str:
+    """One cell: no tabs or newlines, numbers at the column's precision, None as empty."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and column in FORMATS:
+        value = FORMATS[column].format(value)
+    return " ".join(str(value).split())
+
+
+def append(path: Path, row: dict) -> None:
+    """Append one row (missing columns empty; unknown keys are an error)."""
+    unknown = set(row) - set(COLUMNS)
+    assert not unknown, f"unknown ledger columns {unknown}"
+    path = Path(path)
+    line = "\t".join(clean(c, row.get(c)) for c in COLUMNS) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size == 0:
+            line = "\t".join(COLUMNS) + "\n" + line
+        elif _ends_torn(path, size):
+            line = "\n" + line  # seal a torn line left by a crash, so this row starts on its own line
+        os.write(fd, line.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ends_torn(path: Path, size: int) -> bool:
+    with open(path, "rb") as f:
+        f.seek(size - 1)
+        return f.read(1) != b"\n"
+
+
+def read_rows(path: Path) -> list[dict]:
+    """Rows as dicts of strings. A torn or malformed line is skipped; a five-column file written by
+    the original project reads with the lab's columns empty."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    if not lines or not lines[0].strip():
+        return []
+    header = lines[0].split("\t")
+    body = lines[1:]
+    complete = body[:-1]  # the text after the last newline is torn (or empty)
+    rows = []
+    for line in complete:
+        cells = line.split("\t")
+        if len(cells) != len(header) or not line.strip():
+            continue
+        row = dict.fromkeys(COLUMNS, "")
+        row.update(zip(header, cells))
+        rows.append(row)
+    return rows
+
+
+def read_frame(path: Path):
+    """The ledger as a polars DataFrame with numeric columns typed (empty -> null)."""
+    import polars as pl
+    rows = read_rows(path)
+    columns = list(dict.fromkeys(COLUMNS + [k for r in rows[:1] for k in r]))
+    frame = pl.DataFrame({c: [r.get(c, "") for r in rows] for c in columns}, schema={c: pl.Utf8 for c in columns})
+    numeric = ["val_bpb", "memory_gb", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds",
+               "num_steps", "total_tokens_M", "mfu_percent", "peak_vram_mb", "lab_seconds", "time_budget"]
+    return frame.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric if c in columns])
+
+
+def fingerprint(row: dict) -> dict:
+    return {k: row.get(k, "") for k in FINGERPRINT}
+
+
+def mismatch(rows: list[dict], current: dict) -> str | None:
+    """Why this ledger's measurements are not comparable with the current environment, if so."""
+    for row in reversed(rows):
+        if row.get("profile"):  # the lab's own rows carry a fingerprint; the seed's do not
+            for key in FINGERPRINT:
+                if key in current and str(current[key]) != row.get(key, ""):
+                    return f"{key} was {row.get(key)!r}, now {current[key]!r}"
+            return None
+    return None

@@ -1,0 +1,71 @@
+"""The run's small state file, `<worktree>/.lab/state.json`, and the lock a running loop holds.
+
+Together with git and results.tsv it is all a run is: a loop killed at any moment restarts from
+these three. Writes are atomic (a temporary file, fsync, rename).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+
+def lab_dir(workdir: Path) -> Path:
+    return Path(workdir) / ".lab"
+
+
+def load(workdir: Path) -> dict:
+    return json.loads((lab_dir(workdir) / "state.json").read_text())
+
+
+def save(workdir: Path, state: dict) -> None:
+    path = lab_dir(workdir) / "state.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as f:
+        json.dump(state, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class RunLock:
+    """An exclusive flock on `.lab/lock` for as long as a loop runs; the kernel drops it when the
+    process dies, however it dies, so a stale lock cannot block a restart."""
+
+    def __init__(self, workdir: Path):
+        self.path = lab_dir(workdir) / "lock"
+        self.fd = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            return False
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, str(os.getpid()).encode())
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def is_running(workdir: Path) -> int | None:
+    """The pid of the loop running on this worktree, or None."""
+    lock = RunLock(workdir)
+    if not lock.path.exists():
+        return None
+    if lock.acquire():
+        lock.release()
+        return None
+    try:
+        return int(lock.path.read_text().strip() or 0) or -1
+    except (OSError, ValueError):
+        return -1

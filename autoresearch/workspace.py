@@ -1,0 +1,125 @@
+"""The git layer: one run = one branch `autoresearch/<tag>` checked out in its own worktree under
+`runs/<tag>/`, so the user's checkout is never reset under them and several runs can coexist.
+
+The lab commits only train.py, and only resets commits it made itself (to the parent it recorded).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+from pathlib import Path
+
+TRAIN = "train.py"
+# lab files inside a worktree; kept out of git through the repository's info/exclude
+LAB_IGNORES = ["/runs/", "/results.tsv", "/logs/", "/.lab/"]
+IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
+
+
+class LabError(Exception):
+    """A usage problem, told to the user in one line with what to do."""
+
+
+def git(cwd, *args, check=True) -> str:
+    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if check and out.returncode != 0:
+        raise LabError(f"git {' '.join(args)} failed in {cwd}: {out.stderr.strip() or out.stdout.strip()}")
+    return out.stdout.strip()
+
+
+def repo_root(start=None) -> Path:
+    """The main checkout's root, also when called from inside a run's worktree."""
+    start = Path(start or Path.cwd())
+    out = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=start,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise LabError(f"{start} is not inside a git repository: run autoresearch from a clone of the project")
+    common = Path(out.stdout.strip())
+    root = common.parent if common.name == ".git" else Path(git(start, "rev-parse", "--show-toplevel"))
+    if not (root / TRAIN).exists() or not (root / "prepare.py").exists():
+        raise LabError(f"{root} has no train.py and prepare.py: run autoresearch from the project's checkout")
+    return root
+
+
+def valid_tag(tag: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", tag) or tag.endswith(".lock") or ".." in tag:
+        raise LabError(f"bad tag {tag!r}: use letters, digits, '.', '_' and '-'")
+    return tag
+
+
+def ignore_lab_files(root: Path) -> None:
+    exclude = Path(git(root, "rev-parse", "--path-format=absolute", "--git-path", "info/exclude"))
+    exclude.parent.mkdir(parents=True, exist_ok=True)
+    present = exclude.read_text().splitlines() if exclude.exists() else []
+    missing = [p for p in LAB_IGNORES if p not in present]
+    if missing:
+        with open(exclude, "a") as f:
+            f.write("".join(f"{p}\n" for p in missing))
+
+
+def create_worktree(root: Path, tag: str) -> Path:
+    branch = f"autoresearch/{valid_tag(tag)}"
+    workdir = root / "runs" / tag
+    if git(root, "branch", "--list", branch) or workdir.exists():
+        raise LabError(f"tag {tag!r} exists already ({branch}): pick another --tag, or continue it with "
+                       f"`autoresearch run --tag {tag}`")
+    ignore_lab_files(root)
+    git(root, "worktree", "add", "-q", "-b", branch, str(workdir), "HEAD")
+    return workdir
+
+
+def head(cwd) -> str:
+    return git(cwd, "rev-parse", "HEAD")
+
+
+def changed_paths(cwd) -> list[tuple[str, str]]:
+    """(git status code, path) for every change, untracked files included, ignored ones not."""
+    out = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"],
+                         cwd=cwd, capture_output=True, text=True, check=True).stdout
+    return [(entry[:2], entry[3:]) for entry in out.split("\0") if entry]
+
+
+def commit_train(cwd, message: str) -> str:
+    git(cwd, "add", "--", TRAIN)
+    git(cwd, *IDENTITY, "commit", "-q", "--no-verify", "-m", message, "--", TRAIN)
+    return head(cwd)
+
+
+def reset_to(cwd, commit: str) -> None:
+    """Back to `commit` with a clean tree (lab files are ignored, so they stay)."""
+    git(cwd, "reset", "-q", "--hard", commit)
+    git(cwd, "clean", "-q", "-fd")
+
+
+def line_changes(cwd, parent: str, commit: str) -> tuple[int, int]:
+    """Lines added and removed in train.py from parent to commit."""
+    out = git(cwd, "diff", "--numstat", parent, commit, "--", TRAIN)
+    if not out:
+        return 0, 0
+    added, removed, _ = out.split("\t", 2)
+    return int(added), int(removed)
+
+
+def file_at(cwd, commit: str, path: str = TRAIN) -> str:
+    """A file's exact text at a commit."""
+    out = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=cwd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise LabError(f"cannot read {path} at {commit[:7]}: {out.stderr.strip()}")
+    return out.stdout
+
+
+def protected_hashes(cwd) -> dict[str, str]:
+    """sha256 of every tracked file except train.py, as it is on disk (a symlink by its target)."""
+    hashes = {}
+    for path in git(cwd, "ls-files", "-z").split("\0"):
+        if not path or path == TRAIN:
+            continue
+        full = Path(cwd) / path
+        if full.is_symlink():
+            hashes[path] = "link:" + os.readlink(full)
+        elif full.is_file():
+            hashes[path] = hashlib.sha256(full.read_bytes()).hexdigest()
+        else:
+            hashes[path] = "missing"
+    return hashes

@@ -1,0 +1,121 @@
+"""Helpers for the lab's tests: a real temporary git repository holding the project's files, a fast
+stand-in train.py, and the invariants every run must keep."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT
+
+from autoresearch import ledger, state, workspace
+
+# A train.py that honours the harness contract in ~3 s: a unigram model mixed with the uniform one
+# by WEIGHT (1.0 is best), with knobs for the failure paths.
+FAKE_TRAIN = '''
+import os, sys, time
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, load_split
+
+WEIGHT = 0.5
+SLEEP = 0.0
+CRASH = False
+PRINT_FAKE = False
+CALL_EVAL = True
+TOUCH_PREPARE = False
+
+print("secret visible:", any(k in os.environ for k in ("ANTHROPIC_API_KEY", "MY_SECRET_TOKEN")), flush=True)
+print(f"step 00000 |   0.0% | loss 8.000000 | lr 1.00 | dt 1ms | 1,000 tok/s | mfu n/a | epoch 0 | 1s left", flush=True)
+time.sleep(SLEEP)
+if CRASH:
+    raise RuntimeError("boom: the model exploded")
+if TOUCH_PREPARE:
+    with open("prepare.py", "a") as f:
+        f.write("# tampered\\n")
+tok = Tokenizer.from_directory()
+train, _ = load_split("train")
+counts = np.bincount(np.asarray(train[:200000]), minlength=tok.get_vocab_size()) + 1.0
+
+class Unigram(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.logits = nn.Parameter(WEIGHT * torch.log(torch.tensor(counts / counts.sum(), dtype=torch.float32)))
+    def forward(self, x, y, reduction="mean"):
+        logits = self.logits.expand(x.numel(), -1)
+        return F.cross_entropy(logits, y.reshape(-1), reduction=reduction)
+
+val_bpb = evaluate_bpb(Unigram(), tok, 64) if CALL_EVAL else 9.0
+print("---")
+print(f"val_bpb:          {0.000001 if PRINT_FAKE else val_bpb:.6f}")
+print("training_seconds: 1.0")
+print("total_seconds:    2.0")
+print("peak_vram_mb:     2048.0")
+print("mfu_percent:      n/a")
+print("total_tokens_M:   0.1")
+print("num_steps:        1")
+print("num_params_M:     0.0")
+print("depth:            0")
+'''
+
+
+def variant(**knobs) -> str:
+    """FAKE_TRAIN with some knobs set, e.g. variant(WEIGHT=1.0, CRASH=True)."""
+    text = FAKE_TRAIN
+    for name, value in knobs.items():
+        lines = [f"{name} = {value!r}" if line.startswith(f"{name} = ") else line for line in text.splitlines()]
+        text = "\n".join(lines) + "\n"
+    return text
+
+
+def make_repo(path: Path, train_text: str = FAKE_TRAIN) -> Path:
+    """A git repository with the project's harness, manual and a train.py, one commit."""
+    path.mkdir(parents=True)
+    for name in ("prepare.py", "program.md", ".gitignore"):
+        shutil.copy(ROOT / name, path / name)
+    (path / "train.py").write_text(train_text)
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=path, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=path, check=True)
+    subprocess.run(["git", *workspace.IDENTITY, "commit", "-qm", "start"], cwd=path, check=True)
+    return path
+
+
+def write_replay(path: Path, proposals) -> Path:
+    path.write_text("".join(json.dumps(p) + "\n" for p in proposals))
+    return path
+
+
+def cli_env(cache, **extra):
+    env = dict(os.environ, AUTORESEARCH_CACHE=str(cache), AUTORESEARCH_DEVICE="cpu", PYTHONUNBUFFERED="1",
+               PYTHONPATH=str(ROOT))
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def cli(repo, cache, *args, timeout=300, **extra):
+    return subprocess.run([sys.executable, "-m", "autoresearch.cli", *args], cwd=repo, env=cli_env(cache, **extra),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_cli(repo, cache, *args, **extra):
+    return subprocess.Popen([sys.executable, "-m", "autoresearch.cli", *args], cwd=repo, env=cli_env(cache, **extra),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def check_invariants(workdir: Path):
+    """A clean tree, the tip at the best kept commit, no experiment recorded twice. Returns the rows."""
+    st = state.load(workdir)
+    rows = ledger.read_rows(workdir / "results.tsv")
+    assert workspace.changed_paths(workdir) == [], "the worktree is dirty"
+    tip = workspace.head(workdir)
+    assert tip == st["best_commit"], "the branch tip is not the best commit"
+    keeps = [r for r in rows if r["status"] == "keep"]
+    if keeps:
+        assert tip.startswith(keeps[-1]["commit"])
+    commits = [r["commit"] for r in rows if r["commit"] != "none"]
+    assert len(commits) == len(set(commits)), f"an experiment was recorded twice: {commits}"
+    assert st.get("current") is None or st["current"]["phase"] in ("running", "interrupted")
+    return rows

@@ -1,0 +1,178 @@
+"""The experiment loop on real temporary git repositories with a stand-in train.py: keep, discard,
+crash, timeout, the guard's rejections, a printed val_bpb that is not believed, and status.
+Run: uv run pytest tests/test_lab.py"""
+import json
+
+import pytest
+
+from autoresearch import guard, ledger, state, workspace
+from autoresearch.agents.replay import ReplayAgent
+from autoresearch.loop import Display, Lab, Policy, init_run, judge
+from autoresearch.workspace import LabError
+from lab_helpers import FAKE_TRAIN, check_invariants, cli, make_repo, variant, write_replay
+
+
+class Quiet(Display):
+    def __init__(self):
+        import io
+        super().__init__(stream=io.StringIO())
+
+
+@pytest.fixture
+def repo(tmp_path, use_cache):
+    return make_repo(tmp_path / "repo")
+
+
+def new_lab(repo, tag="t", **kw):
+    workdir = init_run(repo, tag)
+    return Lab(workdir, display=Quiet(), **kw)
+
+
+def test_judge_is_a_pure_function_of_best_result_and_policy():
+    assert judge(None, 1.5, 10, 0, Policy()) == ("keep", 1.5 + 10 * 0.001 / 20)
+    assert judge(1.0, 0.999, 0, 0, Policy())[0] == "keep"
+    assert judge(1.0, 0.999, 40, 0, Policy())[0] == "discard"      # 0.001 is not worth 40 lines
+    assert judge(1.0, 1.0005, 0, 20, Policy())[0] == "keep"        # deleting code earns credit
+    assert judge(1.0, 0.9995, 0, 0, Policy(margin=0.001))[0] == "discard"
+
+
+def test_keep_discard_and_crash(repo, tmp_path):
+    replay = write_replay(tmp_path / "r.jsonl", [
+        {"description": "full unigram", "train_py": variant(WEIGHT=1.0)},
+        {"description": "weaker", "train_py": variant(WEIGHT=0.2)},
+        {"description": "explodes", "train_py": variant(WEIGHT=1.0, CRASH=True)},
+    ])
+    lab = new_lab(repo)
+    assert lab.run(ReplayAgent(replay)) == 4
+    rows = check_invariants(lab.workdir)
+    assert [r["status"] for r in rows] == ["keep", "keep", "discard", "crash"]
+    assert [r["description"] for r in rows] == ["baseline", "full unigram", "weaker", "explodes"]
+    assert float(rows[1]["val_bpb"]) < float(rows[0]["val_bpb"]) < float(rows[2]["val_bpb"])
+    assert "boom: the model exploded" in rows[3]["reason"]
+    assert rows[1]["lines_added"] == "1" and rows[1]["lines_removed"] == "1" and rows[1]["parent"] == rows[0]["commit"]
+    assert (lab.workdir / "train.py").read_text() == variant(WEIGHT=1.0)
+    st = state.load(lab.workdir)
+    assert st["best_val_bpb"] == pytest.approx(float(rows[1]["val_bpb"]), abs=1e-6)
+    log = lab.workdir / "logs" / f"0004-{rows[3]['commit']}.log"
+    assert "RuntimeError: boom" in log.read_text()
+    for r in rows:  # every row carries the environment it was measured in
+        assert r["profile"] == "tiny" and r["device"].startswith("cpu") and r["time_budget"] == "4"
+        assert r["seed"] == "42" and r["started"] <= r["finished"]
+    # the user's checkout was never touched
+    assert workspace.head(repo) == workspace.git(repo, "rev-parse", "main")
+    assert workspace.changed_paths(repo) == []
+
+
+def test_a_printed_val_bpb_is_not_believed(repo, tmp_path):
+    replay = write_replay(tmp_path / "r.jsonl", [
+        {"description": "prints a fake number, never evaluates", "train_py": variant(PRINT_FAKE=True, CALL_EVAL=False)},
+        {"description": "evaluates but prints a fake number", "train_py": variant(PRINT_FAKE=True, WEIGHT=0.4)},
+    ])
+    lab = new_lab(repo)
+    lab.run(ReplayAgent(replay))
+    rows = check_invariants(lab.workdir)
+    assert rows[1]["status"] == "crash" and "recorded no result" in rows[1]["reason"]
+    assert rows[2]["status"] == "discard" and float(rows[2]["val_bpb"]) > 1.0
+
+
+def test_timeout_kills_the_whole_process_group(repo, tmp_path):
+    replay = write_replay(tmp_path / "r.jsonl", [{"description": "hangs", "train_py": variant(SLEEP=120.0)}])
+    lab = new_lab(repo, allowance=2.0)
+    lab.run(ReplayAgent(replay))
+    rows = check_invariants(lab.workdir)
+    assert rows[1]["status"] == "timeout" and "killed" in rows[1]["reason"]
+    assert float(rows[1]["lab_seconds"]) < 5
+
+
+def test_guard_rejections_are_recorded_and_never_committed(repo, tmp_path):
+    original = (repo / "prepare.py").read_text()
+    (repo / "prepare.py").write_text(original.replace("VAL_PERCENT = 5", "VAL_PERCENT = 50"))
+    edit_prepare = workspace.git(repo, "diff", "prepare.py")
+    (repo / "prepare.py").write_text(original)
+    new_file = ("diff --git a/helper.py b/helper.py\nnew file mode 100644\n--- /dev/null\n+++ b/helper.py\n"
+                "@@ -0,0 +1 @@\n+print('sneaky')\n")
+    outside = ("diff --git a/../outside.py b/../outside.py\n--- a/../outside.py\n+++ b/../outside.py\n"
+               "@@ -1 +1 @@\n-x = 1\n+x = 2\n")
+    replay = write_replay(tmp_path / "r.jsonl", [
+        {"description": "edit the metric", "diff": edit_prepare},
+        {"description": "add a file", "diff": new_file},
+        {"description": "escape the tree", "diff": outside},
+        {"description": "syntax error", "train_py": FAKE_TRAIN + "\ndef broken(:\n"},
+        {"description": "no change at all", "train_py": FAKE_TRAIN},
+        {"description": "tamper while running", "train_py": variant(TOUCH_PREPARE=True)},
+    ])
+    lab = new_lab(repo)
+    head_before = workspace.head(lab.workdir)
+    lab.run(ReplayAgent(replay))
+    rows = check_invariants(lab.workdir)
+    reasons = [r["reason"] for r in rows[1:]]
+    assert [r["status"] for r in rows[1:]] == ["rejected"] * 6
+    assert "prepare.py" in reasons[0] and "only train.py may change" in reasons[0]
+    assert "helper.py is a new file" in reasons[1]
+    assert "does not apply" in reasons[2]
+    assert "does not compile" in reasons[3]
+    assert "unchanged" in reasons[4]
+    assert reasons[5].startswith("while running: prepare.py was modified")
+    assert workspace.head(lab.workdir) == head_before
+    assert not (repo / "outside.py").exists() and not (tmp_path / "outside.py").exists()
+    assert (lab.workdir / "prepare.py").read_text() == original
+    log = workspace.git(lab.workdir, "log", "--format=%s", "autoresearch/t")
+    assert "edit the metric" not in log and "syntax error" not in log
+
+
+def test_a_symlinked_train_py_is_refused(repo):
+    workdir = init_run(repo, "link")
+    protected = state.load(workdir)["protected"]
+    outside = repo.parent / "elsewhere.py"
+    outside.write_text("print('hi')\n")
+    (workdir / "train.py").unlink()
+    (workdir / "train.py").symlink_to(outside)
+    assert "regular file" in guard.check_proposal(workdir, protected)
+
+
+def test_secrets_never_reach_train_py(repo, tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-123")
+    monkeypatch.setenv("MY_SECRET_TOKEN", "hunter2")
+    lab = new_lab(repo)
+    lab.run(ReplayAgent(write_replay(tmp_path / "r.jsonl", [])))
+    log = next((lab.workdir / "logs").glob("0001-*.log")).read_text()
+    assert "secret visible: False" in log and "sk-ant" not in log
+
+
+def test_init_refuses_an_existing_tag_and_a_missing_cache(repo, tmp_path):
+    init_run(repo, "dup")
+    with pytest.raises(LabError, match="exists already"):
+        init_run(repo, "dup")
+    with pytest.raises(LabError, match=r"prepare\.py --source python --profile tiny"):
+        init_run(repo, "other", cache=tmp_path / "no-cache")
+    with pytest.raises(LabError, match="bad tag"):
+        init_run(repo, "../escape")
+
+
+def test_a_ledger_from_another_environment_is_refused(repo, tmp_path):
+    lab = new_lab(repo)
+    lab.run(ReplayAgent(write_replay(tmp_path / "r.jsonl", [])))
+    rows = ledger.read_rows(lab.workdir / "results.tsv")
+    text = (lab.workdir / "results.tsv").read_text().replace(rows[0]["data_hash"], "0123456789ab")
+    (lab.workdir / "results.tsv").write_text(text)
+    with pytest.raises(LabError, match="data_hash.*not comparable"):
+        Lab(lab.workdir, display=Quiet()).run(ReplayAgent(write_replay(tmp_path / "r2.jsonl", [])))
+
+
+def test_cli_init_run_status(repo, tmp_path, use_cache):
+    replay = write_replay(tmp_path / "r.jsonl", [{"description": "better", "train_py": variant(WEIGHT=1.0)}])
+    out = cli(repo, use_cache, "init", "--tag", "cli")
+    assert out.returncode == 0 and "runs/cli" in out.stdout
+    out = cli(repo, use_cache, "init", "--tag", "cli")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "exists already" in out.stderr
+    out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}", "--max-experiments", "5")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "#2 replay: better" in out.stdout and "keep" in out.stdout
+    status = json.loads(cli(repo, use_cache, "status", "--json").stdout)
+    assert {"branch", "workdir", "results", "experiments", "kept", "best_val_bpb", "running"} <= set(status)
+    assert status["experiments"] == 2 and status["kept"] == 2 and status["running"] is False
+    assert status["branch"] == "autoresearch/cli"
+    out = cli(repo, use_cache, "status")
+    assert "best val_bpb" in out.stdout and "better" in out.stdout
+    out = cli(repo, use_cache, "run", "--agent", "nonsense")
+    assert out.returncode == 2 and "unknown agent" in out.stderr
