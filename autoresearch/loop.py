@@ -134,7 +134,8 @@ class Lab:
         program = self.workdir / "program.md"
         return Context(train_py=(self.workdir / workspace.TRAIN).read_text(),
                        program_md=program.read_text() if program.exists() else "", history=rows, best=best,
-                       workdir=self.workdir, profile=self.manifest["profile"], seed=self.seed, last_crash=last_crash)
+                       workdir=self.workdir, profile=self.manifest["profile"], seed=self.seed, last_crash=last_crash,
+                       max_seq_len=self.manifest["constants"]["MAX_SEQ_LEN"])
 
     def log_path(self, number, commit):
         return self.workdir / "logs" / f"{number:04d}-{short(commit)}.log"

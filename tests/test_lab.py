@@ -176,3 +176,16 @@ def test_cli_init_run_status(repo, tmp_path, use_cache):
     assert "best val_bpb" in out.stdout and "better" in out.stdout
     out = cli(repo, use_cache, "run", "--agent", "nonsense")
     assert out.returncode == 2 and "unknown agent" in out.stderr
+
+
+def test_the_search_agent_drives_the_real_train_py(tmp_path, use_cache):
+    from autoresearch.agents.search import SearchAgent
+    from conftest import ROOT
+    repo = make_repo(tmp_path / "real", (ROOT / "train.py").read_text())
+    lab = new_lab(repo)
+    assert lab.run(SearchAgent(seed=1), max_experiments=2) == 2
+    rows = check_invariants(lab.workdir)
+    assert rows[0]["status"] == "keep" and float(rows[0]["val_bpb"]) < 3.5
+    assert rows[1]["agent"] == "search" and "[s:" in rows[1]["description"]
+    assert rows[1]["status"] in ("keep", "discard") and rows[1]["val_bpb"]
+    assert int(rows[1]["lines_added"]) >= 1 and float(rows[1]["lab_seconds"]) < 5

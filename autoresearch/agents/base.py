@@ -21,6 +21,7 @@ class Context:
     best: dict | None = None           # the row of the current best commit, if any
     workdir: Path | None = None        # the run's worktree (agents that edit files work here)
     profile: str = "tiny"              # the prepared cache's profile
+    max_seq_len: int = 0               # the prepared cache's MAX_SEQ_LEN (0: the profile's default)
     seed: int = 0                      # the agent's seed: same seed + same history = same proposal
     last_crash: str = ""               # tail of the last crash's log, if the last experiment crashed
 

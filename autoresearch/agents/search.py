@@ -17,7 +17,7 @@ from collections import Counter
 from .base import Context, Proposal
 
 PROTECTED = {"SEED", "UNTIMED_STEPS", "FINAL_EVAL_BATCH_SIZE"}  # not hyperparameters to tune
-SEQ_LEN = {"tiny": 256, "small": 1024, "h100": 2048}  # MAX_SEQ_LEN per profile (not in train.py)
+SEQ_LEN = {"tiny": 256, "small": 1024, "h100": 2048}  # default MAX_SEQ_LEN per profile (not in train.py)
 LR_NAMES = ("MATRIX_LR", "EMBEDDING_LR", "UNEMBEDDING_LR", "SCALAR_LR")
 CHOICES = {
     "WARMUP_RATIO": (0.0, 0.02, 0.05, 0.1),
@@ -153,7 +153,7 @@ def round4(x):
     return float(f"{x:.4g}")
 
 
-def candidate_moves(values, slots, profile):
+def candidate_moves(values, slots, seq):
     """Every single move from the current values, as dicts name -> new value. A halved batch may
     carry a halved DEVICE_BATCH_SIZE with it, since train.py asserts divisibility by it."""
     moves, numbers = [], {k: v for k, v in values.items() if k in slots and is_number(v)}
@@ -170,7 +170,7 @@ def candidate_moves(values, slots, profile):
         if name in slots and all(type(c) is type(values[name]) or (is_number(values[name]) and is_number(c))
                                  for c in choices):
             moves += [{name: c} for c in choices]
-    total, rows, seq = numbers.get("TOTAL_BATCH_SIZE"), values.get("DEVICE_BATCH_SIZE"), SEQ_LEN.get(profile)
+    total, rows = numbers.get("TOTAL_BATCH_SIZE"), values.get("DEVICE_BATCH_SIZE")
     if isinstance(total, int) and total > 1 and total & (total - 1) == 0 and seq:
         moves.append({"TOTAL_BATCH_SIZE": total * 2})
         if isinstance(rows, int) and total // 2 // rows < seq:
@@ -181,11 +181,11 @@ def candidate_moves(values, slots, profile):
     return [m for m in moves if any(values[k] != v for k, v in m.items())]  # drop the no-ops
 
 
-def violations(values, profile):
+def violations(values, seq):
     """The constraints train.py needs that a setting breaks. A move may not add to them (the
     current file might already break one, and then it is not ours to judge)."""
     broken = set()
-    total, rows, seq = values.get("TOTAL_BATCH_SIZE"), values.get("DEVICE_BATCH_SIZE"), SEQ_LEN.get(profile)
+    total, rows = values.get("TOTAL_BATCH_SIZE"), values.get("DEVICE_BATCH_SIZE")
     if is_number(total) and is_number(rows) and seq and (rows < 1 or total % (rows * seq)):
         broken.add("batch")
     depth, aspect, head = values.get("DEPTH"), values.get("ASPECT_RATIO"), values.get("HEAD_DIM")
@@ -237,7 +237,8 @@ class SearchAgent:
         tried, keeps, fails = history_signals(history)
         digest = hashlib.sha1(context.train_py.encode()).hexdigest()
         rng = random.Random(f"{self.seed}:{len(history)}:{context.profile}:{digest}")
-        before = violations(values, context.profile)
+        seq = context.max_seq_len or SEQ_LEN.get(context.profile)
+        before = violations(values, seq)
         lines = context.train_py.splitlines(keepends=True)
 
         def build(changes):
@@ -249,12 +250,12 @@ class SearchAgent:
             text = "".join(new_lines)
             new_values = parse_block(text, context.profile)[0]
             h = setting_hash(new_values)
-            if h in tried or not violations(new_values, context.profile) <= before:
+            if h in tried or not violations(new_values, seq) <= before:
                 return None
             moved = ", ".join(f"{k} {literal(values[k])} -> {literal(new_values[k])}" for k in changes)
             return f"{moved} [s:{h}]", text
 
-        moves = candidate_moves(values, slots, context.profile)
+        moves = candidate_moves(values, slots, seq)
         per_name = Counter(next(iter(move)) for move in moves)  # a move's first name is its parameter
 
         def weight(move):
