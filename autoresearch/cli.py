@@ -49,14 +49,63 @@ def cmd_run(args) -> int:
     from .loop import Lab, Policy
     workdir = find_run(workspace.repo_root(), args.tag)
     try:
-        agent = make_agent(args.agent, seed=args.seed)
+        agent = make_agent(args.agent, seed=args.seed, model=args.model)
     except ValueError as e:
         raise LabError(str(e)) from None
     lab = Lab(workdir, Policy(lam=args.lam, margin=args.margin), seed=args.seed, allowance=args.allowance)
     print(f"run {lab.state['tag']} in {workdir} | agent {agent.name} | profile {lab.manifest['profile']} | "
           f"budget {lab.budget}s per experiment | Ctrl-C stops cleanly")
-    lab.run(agent, max_experiments=args.max_experiments, max_hours=args.max_hours)
+    lab.run(agent, max_experiments=args.max_experiments, max_hours=args.max_hours, max_cost=args.max_cost)
     print_status(workdir)
+    return 0
+
+
+class OneShot:
+    """The external agent's edit, as the one proposal of an `autoresearch experiment` call."""
+    name = "external"
+
+    def __init__(self, text, description, rejection=None):
+        from .agents import Proposal
+        self.proposal = Proposal(description=description, train_py=text, rejection=rejection)
+
+    def propose(self, context):
+        proposal, self.proposal = self.proposal, None
+        return proposal
+
+
+def result_line(row, best_before) -> str:
+    where = f"commit {row['commit']}" if row["commit"] != "none" else "not committed"
+    if row["val_bpb"]:
+        delta = f" ({float(row['val_bpb']) - best_before:+.6f} vs best {best_before:.6f})" if best_before else ""
+        return (f"{row['status']}: val_bpb {row['val_bpb']}{delta} | +{row['lines_added']}/-{row['lines_removed']} "
+                f"lines | {where} | {row['description']}")
+    return f"{row['status']}: {row['reason']} | {where} | {row['description']}"
+
+
+def cmd_experiment(args) -> int:
+    """Take the working train.py of the run's worktree through guard, commit, run, judge and ledger."""
+    import io
+    from . import guard
+    from .loop import Display, Lab, Policy
+    if not args.message or not args.message.strip():
+        raise LabError('describe the change: autoresearch experiment -m "what I tried"')
+    workdir = find_run(workspace.repo_root(), args.tag)
+    if state.is_running(workdir):
+        raise LabError(f"a loop is running on {workdir}: stop it before running experiments by hand")
+    st = state.load(workdir)
+    text = (workdir / workspace.TRAIN).read_text() if (workdir / workspace.TRAIN).is_file() else ""
+    rejection = guard.check_proposal(workdir, st["protected"])  # before the lab cleans the tree
+    lab = Lab(workdir, Policy(lam=args.lam, margin=args.margin), seed=args.seed,
+              display=Display(stream=io.StringIO()))
+    before = len(lab.rows())
+    best_before = st.get("best_val_bpb")
+    lab.run(OneShot(text, " ".join(args.message.split()), rejection))
+    for row in lab.rows()[before:]:
+        print(result_line(row, best_before))
+        if row["status"] == "keep" and row["val_bpb"]:
+            best_before = float(row["val_bpb"])
+    if lab.state.get("current"):
+        print("stopped before the experiment finished; run the same command again to finish it")
     return 0
 
 
@@ -141,13 +190,21 @@ def build_parser():
     q.add_argument("--tag")
     q = sub.add_parser("run", help="run experiments on a run's branch")
     q.add_argument("--tag", help="which run (default: the most recent)")
-    q.add_argument("--agent", default="search", help="search (offline) or replay:FILE")
+    q.add_argument("--agent", default="search", help="search (offline), claude (ANTHROPIC_API_KEY) or replay:FILE")
+    q.add_argument("--model", help="with --agent claude: the model (default AUTORESEARCH_MODEL or a current one)")
+    q.add_argument("--max-cost", type=float, help="with --agent claude: stop once this many USD are spent")
     q.add_argument("--max-experiments", type=int, help="stop after this many experiments")
     q.add_argument("--max-hours", type=float, help="start no experiment after this many hours")
     q.add_argument("--seed", type=int, default=42, help="seed for train.py and the agent")
     q.add_argument("--lam", type=float, default=0.001 / 20, help="complexity penalty, bpb per net added line")
     q.add_argument("--margin", type=float, default=0.0, help="how much a result must beat the best to be kept")
     q.add_argument("--allowance", type=float, help="seconds allowed on top of the budget before a run is killed")
+    q = sub.add_parser("experiment", help="for coding agents: run the worktree's edited train.py as one experiment")
+    q.add_argument("-m", "--message", required=True, help="one line: what you changed")
+    q.add_argument("--tag", help="which run (default: the most recent)")
+    q.add_argument("--seed", type=int, default=42)
+    q.add_argument("--lam", type=float, default=0.001 / 20)
+    q.add_argument("--margin", type=float, default=0.0)
     q = sub.add_parser("status", help="where a run stands")
     q.add_argument("--tag")
     q.add_argument("--json", action="store_true")
@@ -162,7 +219,9 @@ def main(argv=None) -> int:
         if argv[:1] == ["prepare"]:
             return cmd_prepare(None, argv[1:])
         args = build_parser().parse_args(argv)
-        return {"init": cmd_init, "run": cmd_run, "status": cmd_status, "demo": cmd_demo}[args.command](args)
+        commands = {"init": cmd_init, "run": cmd_run, "experiment": cmd_experiment, "status": cmd_status,
+                    "demo": cmd_demo}
+        return commands[args.command](args)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ COLUMNS = [
     "parent", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds",
     "num_steps", "total_tokens_M", "mfu_percent", "peak_vram_mb", "seed", "agent", "started", "finished",
     "lab_seconds", "reason", "device", "profile", "data_hash", "tokenizer_hash", "time_budget",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
 ]
 SEED_COLUMNS = COLUMNS[:5]
 STATUSES = ("keep", "discard", "crash", "timeout", "rejected")
@@ -26,7 +27,7 @@ STATUSES = ("keep", "discard", "crash", "timeout", "rejected")
 FINGERPRINT = ("device", "profile", "data_hash", "tokenizer_hash", "time_budget")
 
 
-FORMATS = {"val_bpb": "{:.6f}", "score": "{:.6f}", "memory_gb": "{:.1f}", "lab_seconds": "{:.3f}"}
+FORMATS = {"val_bpb": "{:.6f}", "score": "{:.6f}", "memory_gb": "{:.1f}", "lab_seconds": "{:.3f}", "cost_usd": "{:.4f}"}
 
 
 def clean(column: str, value) -> str:
@@ -43,11 +44,14 @@ def append(path: Path, row: dict) -> None:
     unknown = set(row) - set(COLUMNS)
     assert not unknown, f"unknown ledger columns {unknown}"
     path = Path(path)
-    line = "\t".join(clean(c, row.get(c)) for c in COLUMNS) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         size = os.fstat(fd).st_size
+        # an existing file keeps its own header: rows follow its columns (an older file simply lacks
+        # the newer ones), so a file is never rewritten
+        columns = COLUMNS if size == 0 else _header(path)
+        line = "\t".join(clean(c, row.get(c)) for c in columns) + "\n"
         if size == 0:
             line = "\t".join(COLUMNS) + "\n" + line
         elif _ends_torn(path, size):
@@ -56,6 +60,11 @@ def append(path: Path, row: dict) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _header(path: Path) -> list[str]:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.readline().rstrip("\n").split("\t")
 
 
 def _ends_torn(path: Path, size: int) -> bool:
@@ -94,7 +103,8 @@ def read_frame(path: Path):
     columns = list(dict.fromkeys(COLUMNS + [k for r in rows[:1] for k in r]))
     frame = pl.DataFrame({c: [r.get(c, "") for r in rows] for c in columns}, schema={c: pl.Utf8 for c in columns})
     numeric = ["val_bpb", "memory_gb", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds",
-               "num_steps", "total_tokens_M", "mfu_percent", "peak_vram_mb", "lab_seconds", "time_budget"]
+               "num_steps", "total_tokens_M", "mfu_percent", "peak_vram_mb", "lab_seconds", "time_budget",
+               "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd"]
     return frame.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric if c in columns])
 
 

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import guard, harness, ledger, runner, state, workspace
-from .agents import Context, Proposal
+from .agents import AgentUnavailable, Context, Proposal
 from .workspace import LabError
 
 DEFAULT_LAMBDA = 0.001 / 20  # bpb per net added line: 0.001 bpb is not worth 20 lines
 DEFAULT_SEED = 42
+USAGE = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd")
 
 
 @dataclass
@@ -93,7 +94,7 @@ class Display:
 
 class Lab:
     def __init__(self, workdir: Path, policy: Policy | None = None, seed: int = DEFAULT_SEED,
-                 allowance: float | None = None, display: Display | None = None):
+                 allowance: float | None = None, display: Display | None = None, pause: float = 300.0):
         self.workdir = Path(workdir)
         self.state = state.load(self.workdir)
         self.policy = policy or Policy()
@@ -105,6 +106,7 @@ class Lab:
         self.timeout = self.budget + (allowance if allowance is not None else max(180.0, self.budget))
         self.display = display or Display(budget=self.budget)
         self.stopping = False
+        self.pause = pause  # seconds to wait when the agent's service is down, before asking again
         self.env = {"AUTORESEARCH_CACHE": self.state["cache"], "AUTORESEARCH_SEED": str(seed)}
         self.device = None
 
@@ -195,6 +197,7 @@ class Lab:
         t0 = time.time()
         proposal = agent.propose(self.context(rows))
         agent_seconds = time.time() - t0
+        usage = {k: v for k, v in (getattr(agent, "last_usage", None) or {}).items() if k in USAGE}
         if proposal is None:
             st["current"] = None
             self.save()
@@ -202,7 +205,7 @@ class Lab:
         t1 = time.time()
         description = " ".join(proposal.description.split())[:300] or "(no description)"
         parent_text = workspace.file_at(self.workdir, parent)
-        reason = self.apply(proposal)
+        reason = proposal.rejection or self.apply(proposal)
         fault_point(self.workdir, "proposed")
         reason = reason or guard.check_proposal(self.workdir, st["protected"], parent_text)
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -211,12 +214,12 @@ class Lab:
             st["current"] = None
             self.record(commit="none", status="rejected", description=description, parent=short(parent),
                         agent=agent.name, started=started, finished=started, reason=reason,
-                        lab_seconds=time.time() - t1)
+                        lab_seconds=time.time() - t1, **usage)
             self.save()
             self.display.say(f"   rejected  {description}: {reason}")
             return True
         st["current"] = dict(phase="committing", parent=parent, description=description, agent=agent.name,
-                             started=started, agent_seconds=agent_seconds, attempts=0)
+                             started=started, agent_seconds=agent_seconds, attempts=0, usage=usage)
         self.save()
         commit = workspace.commit_train(self.workdir, description)
         fault_point(self.workdir, "committed")
@@ -286,7 +289,7 @@ class Lab:
                    total_seconds=s.get("total_seconds"), num_steps=s.get("num_steps"),
                    total_tokens_M=s.get("total_tokens_M"), mfu_percent=s.get("mfu_percent"),
                    peak_vram_mb=s.get("peak_vram_mb"), agent=cur["agent"], started=cur["started"],
-                   finished=time.strftime("%Y-%m-%dT%H:%M:%S"), reason=result.reason)
+                   finished=time.strftime("%Y-%m-%dT%H:%M:%S"), reason=result.reason, **cur.get("usage", {}))
         # the lab's own time for this experiment: guard and commit before, checks and judging after
         row["lab_seconds"] = cur.get("prep_seconds", 0.0) + time.time() - finished_training
         self.record(**row)
@@ -310,7 +313,16 @@ class Lab:
             raise LabError(f"{self.results} was recorded elsewhere ({why}): its numbers are not comparable; "
                            f"start a new run with `autoresearch init --tag NEW`")
 
-    def run(self, agent, max_experiments: int | None = None, max_hours: float | None = None) -> int:
+    def spent(self) -> float:
+        return sum(_number(r.get("cost_usd")) or 0.0 for r in self.rows())
+
+    def wait(self, seconds: float):
+        deadline = time.time() + seconds
+        while not self.stopping and time.time() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.time())))
+
+    def run(self, agent, max_experiments: int | None = None, max_hours: float | None = None,
+            max_cost: float | None = None) -> int:
         """Run experiments until the agent is done, a limit is reached or a signal arrives.
         Returns the number of experiments recorded by this call."""
         lock = state.RunLock(self.workdir)
@@ -334,6 +346,9 @@ class Lab:
                     break
                 if max_hours is not None and time.time() - start > max_hours * 3600:
                     break
+                if max_cost is not None and self.spent() >= max_cost:
+                    self.display.say(f"spent ${self.spent():.2f} of the ${max_cost:.2f} allowed: stopping")
+                    break
                 rows = self.rows()
                 cur = self.state.get("current")
                 if cur is None and not rows:  # the first experiment: train.py as it is
@@ -342,7 +357,16 @@ class Lab:
                                                  agent="baseline", attempts=0)
                     self.save()
                 elif cur is None:
-                    if not self.propose(agent, rows):
+                    try:
+                        proposed = self.propose(agent, rows)
+                    except AgentUnavailable as e:
+                        workspace.reset_to(self.workdir, self.state["best_commit"])
+                        self.state["current"] = None
+                        self.save()
+                        self.display.say(f"   the agent is unavailable ({e}); pausing {self.pause:.0f}s")
+                        self.wait(self.pause)
+                        continue
+                    if not proposed:
                         self.display.say(f"the agent {agent.name} has nothing more to propose")
                         break
                     if self.state["current"] is None:  # rejected: recorded already

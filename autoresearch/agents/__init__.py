@@ -1,4 +1,4 @@
 """Agents propose the next experiment: a new train.py (or a diff) and a one-line description."""
-from .base import Agent, Context, Proposal, make_agent
+from .base import Agent, AgentUnavailable, Context, Proposal, make_agent
 
-__all__ = ["Agent", "Context", "Proposal", "make_agent"]
+__all__ = ["Agent", "AgentUnavailable", "Context", "Proposal", "make_agent"]

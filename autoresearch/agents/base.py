@@ -31,6 +31,11 @@ class Proposal:
     description: str
     train_py: str | None = None        # the whole new file...
     diff: str | None = None            # ...or a unified diff against the current one
+    rejection: str | None = None       # a rule broken before the lab applied it (external agents)
+
+
+class AgentUnavailable(Exception):
+    """The agent's service kept failing: the loop pauses and asks again later, recording nothing."""
 
 
 class Agent(Protocol):
@@ -39,12 +44,15 @@ class Agent(Protocol):
     def propose(self, context: Context) -> Proposal | None: ...
 
 
-def make_agent(spec: str, seed: int = 0) -> Agent:
-    """'search', or 'replay:FILE'."""
+def make_agent(spec: str, seed: int = 0, model: str | None = None) -> Agent:
+    """'search', 'claude' or 'replay:FILE'."""
+    if spec == "claude":
+        from .claude import ClaudeAgent
+        return ClaudeAgent(model=model)
     if spec == "search":
         from .search import SearchAgent
         return SearchAgent(seed=seed)
     if spec.startswith("replay:"):
         from .replay import ReplayAgent
         return ReplayAgent(spec.split(":", 1)[1])
-    raise ValueError(f"unknown agent {spec!r}: use search or replay:FILE")
+    raise ValueError(f"unknown agent {spec!r}: use search, claude or replay:FILE")
