@@ -174,8 +174,11 @@ def cmd_demo(args) -> int:
     print()
     if base and s["best_val_bpb"] is not None:
         gain = float(base["val_bpb"]) - s["best_val_bpb"]
-        print(f"baseline val_bpb {float(base['val_bpb']):.6f} -> best {s['best_val_bpb']:.6f} ({gain:+.6f} better)"
-              + (f": {s['best_description']}" if s["best_commit"] != rows[0]["commit"] else ""))
+        if gain > 0:
+            print(f"baseline val_bpb {float(base['val_bpb']):.6f} -> best {s['best_val_bpb']:.6f} ({gain:.6f} lower): "
+                  f"{s['best_description']}")
+        else:
+            print(f"baseline val_bpb {float(base['val_bpb']):.6f}: no experiment beat it this time")
     print_status(workdir)
     print(f"\ncontinue it:  uv run autoresearch run --tag {tag} --agent search")
     print(f"its history:  git log --oneline autoresearch/{tag}")
