@@ -69,6 +69,7 @@ if not USE_BF16:
 if not USE_COMPILE:
     banner(f"no torch.compile on {device.type}: {'disabled by AUTORESEARCH_COMPILE=0' if ON_CUDA else 'compiling costs more than it saves in a short budget'}")
 autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=USE_BF16)
+COMPUTE_DTYPE = torch.bfloat16 if USE_BF16 else torch.float32  # activations; parameters stay fp32
 if ON_CUDA:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -142,7 +143,8 @@ class Attention(nn.Module):
             gate = 2 * torch.sigmoid(self.ve_gate(x[..., :self.gate_channels]))  # 1.0 at init
             v = v + gate.unsqueeze(-1) * ve.view(B, T, self.n_head, self.head_dim)
         q, k = norm(rotate(q, cos, sin)), norm(rotate(k, cos, sin))  # QK-norm after RoPE
-        y = self.attend(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        q, k, v = (t.to(COMPUTE_DTYPE).transpose(1, 2) for t in (q, k, v))  # autocast may leave norms in fp32
+        y = self.attend(q, k, v)
         return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -217,11 +219,11 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, reduction="mean"):
         T = idx.size(1)
-        cos, sin = self.cos[:, :T], self.sin[:, :T]
-        x = x0 = norm(self.wte(idx))
+        cos, sin = self.cos[:, :T].to(COMPUTE_DTYPE), self.sin[:, :T].to(COMPUTE_DTYPE)
+        x = x0 = norm(self.wte(idx).to(COMPUTE_DTYPE))  # a bf16 residual stream halves activation traffic
         for i, block in enumerate(self.blocks):
             x = self.resid_lambdas[i] * x + self.x0_lambdas[i] * x0
-            ve = self.value_embeds[str(i)](idx) if str(i) in self.value_embeds else None
+            ve = self.value_embeds[str(i)](idx).to(COMPUTE_DTYPE) if str(i) in self.value_embeds else None
             x = block(x, ve, cos, sin)
         logits = self.lm_head(norm(x)).float()
         logits = SOFTCAP * torch.tanh(logits / SOFTCAP)
@@ -258,9 +260,11 @@ def orthogonalize(g, steps=5):
     return x if wide else x.mT
 
 
-def muon_update(params, momentum_buffer, second_moment, lr, momentum, weight_decay, beta2=0.95):
+def muon_update(params, momentum_buffer, second_moment, hyper, beta2=0.95):
     """One Muon step for same-shaped matrices: Nesterov momentum, orthogonalize, then a NorMuon-style
-    per-row rescale that keeps the update's overall norm, and decoupled weight decay."""
+    per-row rescale that keeps the update's overall norm, and decoupled weight decay. `hyper` holds
+    (lr, momentum, weight decay) as a tensor, so a compiled step is not recompiled as they change."""
+    lr, momentum, weight_decay = hyper[0], hyper[1], hyper[2]
     grads = torch.stack([p.grad for p in params])
     momentum_buffer.lerp_(grads, 1 - momentum)
     update = orthogonalize(grads.lerp_(momentum_buffer, momentum)).float()
@@ -271,7 +275,7 @@ def muon_update(params, momentum_buffer, second_moment, lr, momentum, weight_dec
     update = update * (before / (update.norm(dim=(-2, -1), keepdim=True) + 1e-10))
     scale = max(1.0, update.size(-2) / update.size(-1)) ** 0.5
     for p, u in zip(params, update.unbind(0)):
-        p.mul_(1 - lr * weight_decay).add_(u.to(p.dtype), alpha=-lr * scale)
+        p.mul_(1 - lr * weight_decay).sub_(u.to(p.dtype) * (lr * scale))
 
 
 class MuonAdamW:
@@ -281,6 +285,8 @@ class MuonAdamW:
     def __init__(self, groups):
         self.param_groups = groups
         self.state = {}
+        # on CUDA the Muon step is compiled: dozens of small kernels become a few
+        self.muon_step = torch.compile(muon_update, dynamic=False) if USE_COMPILE else muon_update
 
     @torch.no_grad()
     def step(self):
@@ -295,8 +301,16 @@ class MuonAdamW:
                     shape = list(state["momentum"].shape)
                     shape[-1 if shape[-2] >= shape[-1] else -2] = 1
                     state["second"] = torch.zeros(shape, device=params[0].device)
-                muon_update(params, state["momentum"], state["second"], group["lr"], group["momentum"],
-                            group["weight_decay"])
+                    state["hyper"] = torch.zeros(3, device=params[0].device)
+                state["hyper"].copy_(torch.tensor([group["lr"], group["momentum"], group["weight_decay"]]))
+                try:
+                    self.muon_step(params, state["momentum"], state["second"], state["hyper"])
+                except Exception as e:  # a compiler failure must not cost the experiment: fall back, loudly
+                    if self.muon_step is muon_update:
+                        raise
+                    banner(f"compiled Muon step failed ({type(e).__name__}): running it eagerly")
+                    self.muon_step = muon_update
+                    self.muon_step(params, state["momentum"], state["second"], state["hyper"])
                 continue
             beta1, beta2 = group["betas"]
             for p in params:
@@ -413,6 +427,7 @@ print(f"budget {TIME_BUDGET}s | {TOTAL_BATCH_SIZE:,} tokens/step in {grad_accum_
       f"{DEVICE_BATCH_SIZE}x{MAX_SEQ_LEN}", flush=True)
 
 step, training_time, smooth_loss = 0, 0.0, 0.0
+t_loop = time.time()
 while True:
     if ON_CUDA:
         torch.cuda.synchronize()
@@ -447,6 +462,7 @@ while True:
           f"dt {dt * 1000:.0f}ms | {tokens_per_s:,.0f} tok/s | mfu {mfu} | epoch {epoch} | {left:.0f}s left", flush=True)
     step += 1
     if step == 1:
+        first_step_seconds = dt  # mostly compilation on CUDA
         gc.collect()
         gc.freeze()  # nothing long-lived is made from here on: keep the collector out of the loop
         gc.disable()
@@ -455,8 +471,9 @@ while True:
 
 timed_steps = step - UNTIMED_STEPS
 total_tokens = step * TOTAL_BATCH_SIZE
-with autocast:
-    val_bpb = evaluate_bpb(model, tokenizer, FINAL_EVAL_BATCH_SIZE)
+t_eval = time.time()
+with autocast:  # through the compiled model: eager flex_attention would materialize every score
+    val_bpb = evaluate_bpb(train_model, tokenizer, FINAL_EVAL_BATCH_SIZE)
 t_end = time.time()
 steady_tokens_per_s = timed_steps * TOTAL_BATCH_SIZE / training_time if training_time > 0 else 0.0
 mfu_percent = f"{100 * flops_per_token * steady_tokens_per_s / peak:.2f}" if peak else "n/a"
@@ -472,5 +489,8 @@ print(f"num_steps:        {step}")
 print(f"num_params_M:     {num_params / 1e6:.1f}")
 print(f"depth:            {DEPTH}")
 print(f"tokens_per_s:     {steady_tokens_per_s:.0f}")
+print(f"startup_seconds:  {t_loop - t_start:.1f}")
+print(f"first_step_seconds: {first_step_seconds:.1f}")
+print(f"eval_seconds:     {t_end - t_eval:.1f}")
 print(f"device:           {device_name()}")
 print(f"profile:          {PROFILE}")

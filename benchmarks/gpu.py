@@ -1,0 +1,81 @@
+"""GPU speed and fixed cost of train.py: tokens/s, MFU, compile, evaluation and fixed overhead per
+experiment, peak memory and val_bpb, with a cold and a warm compile cache, beside a reference
+train.py, in one process on one card. Prepares nothing: point AUTORESEARCH_CACHE at a prepared cache
+(carried to the GPU machine), prepared with a short --time-budget.
+
+    python benchmarks/gpu.py [--before OLD_TRAIN_PY] [--out DIR]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ["val_bpb", "training_seconds", "tokens_per_s", "mfu_percent", "peak_vram_mb", "first_step_seconds",
+        "eval_seconds", "num_steps"]
+
+
+def run(name, train_text, compile_cache, workdir, out_dir):
+    """One train.py run in its own folder; returns the summary plus the wall time seen from outside."""
+    folder = workdir / name
+    folder.mkdir()
+    shutil.copy(ROOT / "prepare.py", folder)
+    (folder / "train.py").write_text(train_text)
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(compile_cache), AUTORESEARCH_RESULT=str(folder / "r.json"),
+               PYTHONUNBUFFERED="1")
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "train.py"], cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.time() - t0
+    if out_dir:
+        (Path(out_dir) / f"{name}.log").write_text(out.stdout + out.stderr)
+    if out.returncode != 0:
+        print(f"{name}: FAILED\n{(out.stdout + out.stderr)[-3000:]}", flush=True)
+        return None
+    block = out.stdout.split("\n---\n", 1)[1]
+    summary = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in block.splitlines() if ":" in ln)}
+    summary["wall_seconds"] = f"{wall:.1f}"
+    summary["fixed_seconds"] = f"{wall - float(summary['training_seconds']):.1f}"
+    summary["eval_tokens"] = json.loads((folder / "r.json").read_text())["eval_tokens"]
+    return summary
+
+
+def with_pattern(text, pattern):
+    return re.sub(r"^WINDOW_PATTERN = .*$", f'WINDOW_PATTERN = "{pattern}"', text, flags=re.M)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--before", help="a reference train.py to measure beside the current one")
+    p.add_argument("--out", help="folder for the logs")
+    args = p.parse_args()
+    ours = (ROOT / "train.py").read_text()
+    plan = [("ours, cold cache", ours, "ours"), ("ours, warm cache", ours, "ours"),
+            ("ours, window L", with_pattern(ours, "L"), "ours")]
+    if args.before:
+        plan.append(("before, cold cache", Path(args.before).read_text(), "before"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for i, (name, text, cache) in enumerate(plan):
+            summary = run(f"run{i}", text, tmp / f"inductor-{cache}", tmp, args.out)
+            if summary:
+                rows.append((name, summary))
+                print(f"{name}: " + json.dumps({k: summary.get(k) for k in KEYS + ['fixed_seconds']}), flush=True)
+    device = rows[0][1].get("device", "?") if rows else "?"
+    print(f"\n{device}; budget {rows[0][1]['training_seconds'] if rows else '?'} s of training per run")
+    print("| run | tokens/s | MFU % | first step s | eval s (tokens) | fixed overhead s | peak GB | val_bpb |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, s in rows:
+        print(f"| {name} | {float(s['tokens_per_s']) / 1e6:.3f} M | {s['mfu_percent']} | {s.get('first_step_seconds', '?')} | "
+              f"{s.get('eval_seconds', '?')} ({s['eval_tokens']:,}) | {s['fixed_seconds']} | "
+              f"{float(s['peak_vram_mb']) / 1024:.1f} | {s['val_bpb']} |")
+
+
+if __name__ == "__main__":
+    main()
