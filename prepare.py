@@ -85,17 +85,21 @@ def load_manifest(directory=None):
     path = directory / "manifest.json"
     if not path.exists():
         raise CacheError(f"no prepared data in {directory}: {prepare_hint()} (or set AUTORESEARCH_CACHE)")
+    manifest = {}
     try:
         manifest = json.loads(path.read_text())
-        assert manifest["format"] == MANIFEST_FORMAT, "unknown manifest format"
+        if manifest["format"] != MANIFEST_FORMAT:
+            raise ValueError("unknown manifest format")
         for name, meta in manifest["files"].items():
-            file = directory / name
-            assert file.exists(), f"{name} is missing"
-            assert file.stat().st_size == meta["bytes"], f"{name} has the wrong size"
-        manifest["constants"]["MAX_SEQ_LEN"]
-    except (AssertionError, KeyError, TypeError, ValueError) as e:
-        hint = prepare_hint(manifest.get("profile", "tiny"), manifest.get("source", {}).get("name", "python")) \
-            if isinstance(locals().get("manifest"), dict) else prepare_hint()
+            if not (directory / name).exists():
+                raise ValueError(f"{name} is missing")
+            if (directory / name).stat().st_size != meta["bytes"]:
+                raise ValueError(f"{name} has the wrong size")
+        manifest["constants"]["MAX_SEQ_LEN"], manifest["profile"], manifest["source"]["name"]
+    except (KeyError, TypeError, ValueError) as e:
+        source = manifest.get("source") if isinstance(manifest, dict) else None
+        hint = prepare_hint(manifest.get("profile", "tiny"), source.get("name", "python")) \
+            if isinstance(source, dict) else prepare_hint()
         raise CacheError(f"the cache in {directory} is broken ({e}): {hint} --force") from None
     return manifest
 
@@ -216,8 +220,9 @@ def file_documents(spec):
                 try:
                     record = json.loads(line)
                     text = record if isinstance(record, str) else record["text"]
-                    assert isinstance(text, str)
-                except (ValueError, KeyError, TypeError, AssertionError):
+                    if not isinstance(text, str):
+                        raise TypeError("text is not a string")
+                except (ValueError, KeyError, TypeError):
                     raise CacheError(f"{path}:{lineno}: each jsonl line must be a string or an object "
                                      f"with a string 'text' field") from None
                 texts.append(text)
@@ -604,11 +609,12 @@ def collect_documents(args, directory):
 
 def prepare(args):
     """Build (or confirm) the cache for one profile + source; returns the manifest."""
-    from tqdm import tqdm
     directory = Path(args.cache).expanduser() if args.cache else cache_dir()
     constants = dict(PROFILES[args.profile])
     overrides = {k: getattr(args, k) for k in constants if getattr(args, k) is not None}
     constants.update(overrides)
+    if constants["vocab_size"] <= 256 + len(SPECIAL_TOKENS) or constants["vocab_size"] > 2**32:
+        raise CacheError(f"--vocab-size must be above {256 + len(SPECIAL_TOKENS)} (the byte tokens and special tokens)")
     if constants["eval_tokens"] % constants["max_seq_len"]:
         raise CacheError(f"--eval-tokens must be a multiple of the sequence length ({constants['max_seq_len']})")
     if args.source == "files" and not args.path:

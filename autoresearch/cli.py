@@ -25,7 +25,7 @@ def find_run(root: Path, tag: str | None) -> Path:
     return found[-1].parent.parent
 
 
-def cmd_prepare(args, rest) -> int:
+def cmd_prepare(rest) -> int:
     root = workspace.repo_root()
     return subprocess.run([sys.executable, str(root / "prepare.py"), *rest], cwd=root).returncode
 
@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         if argv[:1] == ["prepare"]:
-            return cmd_prepare(None, argv[1:])
+            return cmd_prepare(argv[1:])
         args = build_parser().parse_args(argv)
         commands = {"init": cmd_init, "run": cmd_run, "experiment": cmd_experiment, "status": cmd_status,
                     "demo": cmd_demo}

@@ -63,8 +63,8 @@ def main(seconds=3.0, repeats=3):
     texts = [text for group, text in prepare.python_documents() if not prepare.is_val(group)]
     print(f"{len(texts):,} documents; {torch.get_num_threads()} torch threads; device cpu; "
           f"{repeats} runs of {seconds:.0f} s, median tokens/s")
-    print(f"| B x T | reference (tokenize on the fly) | make_dataloader | ratio |")
-    print(f"| --- | --- | --- | --- |")
+    print("| B x T | reference (tokenize on the fly) | make_dataloader | ratio |")
+    print("| --- | --- | --- | --- |")
     for B, T in [(128, 2048), (32, 256)]:
         ours, ref = [], []
         for _ in range(repeats):

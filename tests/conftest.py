@@ -2,7 +2,6 @@
 
 Run the suite with: uv run pytest
 """
-import importlib
 import os
 import subprocess
 import sys
@@ -59,6 +58,3 @@ def run_script(script, cwd, env, timeout=300):
     return subprocess.run([sys.executable, str(script)], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
-
-def reload_prepare():
-    return importlib.reload(prepare)

@@ -54,7 +54,6 @@ class Server:
     """The same script behind a real HTTP server on 127.0.0.1."""
 
     def __init__(self, script):
-        outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):

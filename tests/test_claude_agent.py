@@ -1,12 +1,10 @@
 """--agent claude against a fake Messages API: tool use over several turns, hostile and malformed
 tool calls, retries, a storm of overload errors that pauses the loop, cost accounting, and the API
 key kept away from train.py and the logs.  Run: uv run pytest tests/test_claude_agent.py"""
-import json
 
 import httpx2
 import pytest
 
-from autoresearch import ledger
 from autoresearch.agents import AgentUnavailable, Context
 from autoresearch.agents.claude import DEFAULT_MODEL, ClaudeAgent, price
 from autoresearch.loop import Lab, init_run

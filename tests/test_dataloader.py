@@ -1,7 +1,6 @@
 """Dataloader invariants: BOS first, no padding, no dropped tokens, validation never trained on,
 deterministic.  Run: uv run pytest tests/test_dataloader.py"""
 import hashlib
-from collections import Counter
 
 import numpy as np
 import torch

@@ -1,5 +1,4 @@
 """The offline search agent: safe reading of the hyperparameter block, narrow edits, use of history."""
-import difflib
 import re
 from pathlib import Path
 
