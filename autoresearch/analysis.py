@@ -113,8 +113,10 @@ def progress_chart(df: pl.DataFrame) -> alt.Chart:
         return _empty_chart()
     lo, hi = pts["val_bpb"].min(), pts["val_bpb"].max()
     pad = max((hi - lo) * 0.08, 1e-3)
-    x = alt.X("experiment:Q", title="experiment", scale=alt.Scale(domainMin=0))
-    y = alt.Y("val_bpb:Q", title="val_bpb (lower is better)", scale=alt.Scale(domain=[lo - pad, hi + pad]))
+    xscale = alt.Scale(domain=[0, df.height + max(1, round(df.height * 0.15))])  # room for the last label
+    x = alt.X("experiment:Q", title="experiment", axis=alt.Axis(tickMinStep=1), scale=xscale)
+    yscale = alt.Scale(domain=[lo - pad, hi + pad], zero=False)
+    y = alt.Y("val_bpb:Q", title="val_bpb (lower is better)", scale=yscale)
     base = alt.Chart(pts)
     points = base.mark_point(filled=True, size=60).encode(
         x=x, y=y, color=alt.Color("status:N", scale=_status_scale(pts)),
@@ -123,7 +125,7 @@ def progress_chart(df: pl.DataFrame) -> alt.Chart:
     layers = [points]
     if frontier_rows.height:
         layers.insert(0, alt.Chart(frontier_rows).mark_line(interpolate="step-after", color=STATUS_COLORS["keep"])
-                      .encode(x=x, y=alt.Y("best_so_far:Q", title="val_bpb (lower is better)")))
+                      .encode(x=x, y=alt.Y("best_so_far:Q", scale=yscale)))
         layers.append(base.transform_filter("datum.kept").mark_text(align="left", dx=6, dy=-8, angle=0, fontSize=10)
                       .encode(x=x, y=y, text="label:N"))
     return alt.layer(*layers).properties(width=720, height=360, title="progress").interactive()
@@ -150,16 +152,19 @@ def complexity_chart(df: pl.DataFrame, lam: float = DEFAULT_LAMBDA) -> alt.Chart
         levels = {f"best {best:.4f}": best}
         if base is not None and base != best:
             levels[f"baseline {base:.4f}"] = base
-            levels.update({f"{best + (base - best) * k / 3:.4f}": best + (base - best) * k / 3 for k in (1, 2)})
+            steps = [best + (base - best) * k / 3 for k in (1, 2)]
+            levels.update({f"score {c:.4f}": c for c in steps})
         lines = pl.DataFrame([dict(level=name, net_lines=float(xv), val_bpb=c - lam * xv)
                               for name, c in levels.items() for xv in (xmin, xmax)])
         region = pl.DataFrame(dict(net_lines=[float(xmin), float(xmax)],
                                    val_bpb=[best - lam * xmin, best - lam * xmax], floor=[ymin, ymin]))
         layers.append(alt.Chart(region).mark_area(opacity=0.12, color=STATUS_COLORS["keep"], clip=True).encode(
             x=x, y=alt.Y("val_bpb:Q", scale=yscale), y2="floor:Q"))
-        layers.append(alt.Chart(lines).mark_line(strokeDash=[4, 4], color="#999", clip=True).encode(
-            x=x, y=alt.Y("val_bpb:Q", scale=yscale), detail="level:N",
-            tooltip=[alt.Tooltip("level:N", title="score")]))
+        dashed = alt.Chart(lines).encode(x=x, y=alt.Y("val_bpb:Q", scale=yscale))
+        layers.append(dashed.mark_line(strokeDash=[4, 4], color="#999", clip=True).encode(
+            detail="level:N", tooltip=[alt.Tooltip("level:N", title="score")]))
+        layers.append(dashed.transform_filter(f"datum.net_lines == {float(xmax)}").mark_text(
+            align="right", dy=-6, fontSize=10, color="#777", clip=True).encode(text="level:N"))
     layers.append(alt.Chart(pts).mark_point(filled=True, size=60, clip=True).encode(
         x=x, y=y, color=alt.Color("status:N", scale=_status_scale(pts)),
         opacity=alt.condition("datum.kept", alt.value(1.0), alt.value(0.45)), tooltip=TOOLTIP))
@@ -183,7 +188,8 @@ def status_chart(df: pl.DataFrame) -> alt.Chart:
     if rates.height == 0:
         return _empty_chart()
     return alt.Chart(rates).mark_bar().encode(
-        x=alt.X("count:Q", title="experiments"), y=alt.Y("status:N", sort=None, title=None),
+        x=alt.X("count:Q", title="experiments", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("status:N", sort=None, title=None),
         color=alt.Color("status:N", scale=_status_scale(rates), legend=None),
         tooltip=["status:N", "count:Q", alt.Tooltip("share:Q", format=".1%")],
     ).properties(width=400, height=alt.Step(22), title="statuses")
@@ -193,7 +199,7 @@ def top_hits(df: pl.DataFrame, n: int = 10) -> pl.DataFrame:
     """The keeps that lowered the frontier most (the first keep, the baseline, has no improvement)."""
     return df.filter(pl.col("improvement").is_not_null()).sort("improvement", descending=True).head(n).select(
         "experiment", "commit", "description", pl.col("val").alias("val_bpb"), "improvement",
-        "lines_added", "lines_removed", "net_lines")
+        pl.col("lines_added", "lines_removed").fill_null(0).cast(pl.Int64), "net_lines")
 
 
 def crashes(df: pl.DataFrame) -> pl.DataFrame:

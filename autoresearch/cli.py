@@ -185,6 +185,21 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    """Write one offline HTML page about a run's results.tsv (or any results.tsv given with --results)."""
+    from .report import write_report
+    if args.results:
+        results = Path(args.results)
+        if not results.is_file():
+            raise LabError(f"no results file at {results}")
+        title = None
+    else:
+        workdir = find_run(workspace.repo_root(), args.tag)
+        results, title = workdir / "results.tsv", f"autoresearch run {workdir.name}"
+    print(write_report(results, Path(args.output), lam=args.lam, title=title))
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="autoresearch", description="An enforced, crash-safe LLM-training research loop.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -213,6 +228,11 @@ def build_parser():
     q.add_argument("--json", action="store_true")
     q = sub.add_parser("demo", help="offline: prepare if needed, then a baseline and a few search experiments")
     q.add_argument("--experiments", type=int, default=5)
+    q = sub.add_parser("report", help="write a self-contained HTML report of a run's results (opens offline)")
+    q.add_argument("--tag", help="which run (default: the most recent)")
+    q.add_argument("--results", help="report this results.tsv instead of a run's")
+    q.add_argument("-o", "--output", default="report.html", help="where to write it (default: report.html)")
+    q.add_argument("--lam", type=float, default=0.001 / 20, help="complexity penalty drawn, bpb per net added line")
     return p
 
 
@@ -223,7 +243,7 @@ def main(argv=None) -> int:
             return cmd_prepare(argv[1:])
         args = build_parser().parse_args(argv)
         commands = {"init": cmd_init, "run": cmd_run, "experiment": cmd_experiment, "status": cmd_status,
-                    "demo": cmd_demo}
+                    "demo": cmd_demo, "report": cmd_report}
         return commands[args.command](args)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)

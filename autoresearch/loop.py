@@ -262,17 +262,22 @@ class Lab:
             should_stop=lambda: self.stopping)
         st["child_pgid"] = None
         if result.status == "interrupted":
-            cur["phase"] = "interrupted"
             cur["attempts"] -= 1
-            workspace.reset_to(self.workdir, cur["parent"])
-            self.save()
-            self.display.say(f"   stopped; #{number} will run again on the next `autoresearch run`")
+            self.interrupt_current(number)
             return
         finished_training = time.time()
         reason = guard.check_protected(self.workdir, st["protected"])
         if reason:  # train.py touched the harness while it ran: the result cannot be trusted
             result.status, result.reason, result.val_bpb = "rejected", "while running: " + reason, None
         self.write_row(cur, result, finished_training)
+
+    def interrupt_current(self, number):
+        """Stopped by a signal: the branch goes back to the best commit, and the experiment is
+        remembered so that the next `autoresearch run` runs it again."""
+        self.state["current"]["phase"] = "interrupted"
+        workspace.reset_to(self.workdir, self.state["current"]["parent"])
+        self.save()
+        self.display.say(f"   stopped; #{number} will run again on the next `autoresearch run`")
 
     def write_row(self, cur, result: runner.RunResult, finished_training: float):
         st = self.state
@@ -373,6 +378,7 @@ class Lab:
                         recorded += 1
                         continue
                 if self.stopping:
+                    self.interrupt_current(len(rows) + 1)
                     break
                 self.run_current(rows)
                 if self.state.get("current") is None:

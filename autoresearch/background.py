@@ -1,0 +1,262 @@
+"""The loop in the background, for the launch notebook (and anything else that is not a terminal).
+
+`start_loop` starts `autoresearch run` as a detached process in its own session: a notebook kernel
+that is interrupted or restarted (marimo kills its process group) does not take the loop with it.
+Everything else here reads files only - the run's lock and pid file, state.json, results.tsv and
+the logs - so a fresh kernel finds a running loop again, and so does any other process.
+
+    pid = start_loop(root, "mar5", agent="search", max_experiments=10)
+    live(root, "mar5")        # the experiment in flight, its loss curve, the best run's, the rows
+    stop_loop(root, "mar5")   # SIGTERM: the loop stops train.py and records the state; SIGKILL after a timeout
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import ledger, runner, state, workspace
+from .workspace import LabError
+
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where `import autoresearch` is found
+_children: dict[int, subprocess.Popen] = {}  # loops started by this process, reaped as they end
+
+
+def run_dir(root, tag) -> Path:
+    return Path(root) / "runs" / workspace.valid_tag(tag)
+
+
+def _existing_run(root, tag) -> Path:
+    workdir = run_dir(root, tag)
+    if not (workdir / ".lab" / "state.json").exists():
+        raise LabError(f"no run tagged {tag!r}: start one with `autoresearch init --tag {tag}`")
+    return workdir
+
+
+def log_file(root, tag) -> Path:
+    """Where the background loop's own output goes (appended across starts)."""
+    return run_dir(root, tag) / ".lab" / "loop.log"
+
+
+def pid_file(root, tag) -> Path:
+    return run_dir(root, tag) / ".lab" / "loop.pid"
+
+
+def _reap() -> None:
+    for pid, proc in list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
+
+
+def _is_loop_process(pid: int) -> bool:
+    """Whether pid is alive and is a loop started by start_loop (a session leader running the cli).
+    Guards against a stale pid file whose pid was reused by another process."""
+    _reap()
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+        if os.getsid(pid) != pid:
+            return False
+    except (ProcessLookupError, PermissionError):
+        return False
+    proc = Path(f"/proc/{pid}")
+    if proc.exists():  # Linux: look closer
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                return False  # a zombie, not yet reaped by its parent
+            cmdline = (proc / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            return False
+        # empty for an instant while the process is being exec'd
+        return not cmdline or b"autoresearch.cli" in cmdline
+    return True
+
+
+def _pid_from_file(root, tag) -> int | None:
+    try:
+        pid = int(pid_file(root, tag).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _is_loop_process(pid) else None
+
+
+def loop_pid(root, tag) -> int | None:
+    """The pid of the loop running on this run, or None. Read from the run's lock (and, while a
+    freshly started loop has not taken the lock yet, its pid file), never from memory, so it works
+    in a kernel that did not start the loop."""
+    workdir = run_dir(root, tag)
+    if not (workdir / ".lab").exists():
+        return None
+    _reap()
+    pid = state.is_running(workdir)
+    if pid is not None:
+        return pid if pid > 0 else (_pid_from_file(root, tag) or pid)
+    return _pid_from_file(root, tag)
+
+
+def start_loop(root, tag, agent: str = "search", max_experiments: int | None = None,
+               max_hours: float | None = None, extra_args=()) -> int:
+    """Start `autoresearch run --tag TAG --agent AGENT ...` detached (own session, stdin closed,
+    output appended to runs/TAG/.lab/loop.log); returns its pid. Refused if a loop runs on the tag."""
+    root = Path(root).resolve()
+    workdir = _existing_run(root, tag)
+    running = loop_pid(root, tag)
+    if running is not None:
+        raise LabError(f"a loop is already running on {workdir} (pid {running}): stop it first")
+    args = [sys.executable, "-m", "autoresearch.cli", "run", "--tag", tag, "--agent", agent]
+    if max_experiments is not None:
+        args += ["--max-experiments", str(int(max_experiments))]
+    if max_hours is not None:
+        args += ["--max-hours", str(float(max_hours))]
+    args += [str(a) for a in extra_args]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_PARENT), *filter(None, [env.get("PYTHONPATH")])])
+    log = log_file(root, tag)
+    with open(log, "a") as out:
+        out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} start: {' '.join(args[1:])}\n")
+        out.flush()
+        proc = subprocess.Popen(args, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    _children[proc.pid] = proc
+    tmp = pid_file(root, tag).with_suffix(".tmp")
+    tmp.write_text(f"{proc.pid}\n")
+    os.replace(tmp, pid_file(root, tag))
+    return proc.pid
+
+
+def stop_loop(root, tag, timeout: float = 30) -> bool:
+    """Stop the loop: SIGTERM (it stops train.py and records where it was), wait until its lock is
+    free, SIGKILL after `timeout` seconds (its train.py's group is then killed too). Returns False
+    when no loop was running, True once the one that was has stopped."""
+    workdir = run_dir(root, tag)
+    pid = loop_pid(root, tag)
+    if pid is None:
+        return False
+    if pid <= 0:
+        raise LabError(f"a loop holds {workdir / '.lab' / 'lock'} but its pid is unknown: stop it by hand")
+
+    def stopped():
+        _reap()
+        return state.is_running(workdir) is None and not _is_loop_process(pid)
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if stopped():
+            return True
+        time.sleep(0.1)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    deadline = time.time() + 10
+    while time.time() < deadline and not stopped():
+        time.sleep(0.1)
+    try:  # a train.py orphaned by the killed loop (the next `run` would also kill it)
+        pgid = state.load(workdir).get("child_pgid")
+        if pgid:
+            runner.kill_group(pgid)
+    except (OSError, ValueError):
+        pass
+    return stopped()
+
+
+# --- the live view -------------------------------------------------------------------------------
+
+def progress_points(log: Path) -> list[dict]:
+    """The progress lines of one train.py log, parsed (finite losses only)."""
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError:
+        return []
+    points = []
+    for line in text.splitlines():
+        p = runner.parse_progress(line)
+        if p and math.isfinite(p["loss"]):
+            points.append(p)
+    return points
+
+
+def _frame(results: Path):
+    try:
+        from . import analysis
+        return analysis.load(results)
+    except (ImportError, AttributeError):
+        return ledger.read_frame(results)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def live(root, tag) -> dict:
+    """Everything a live view shows, read from the run's files only:
+
+    tag, workdir, pid (the loop's, or None), running (bool), current (the experiment in flight:
+    number, description, agent, started, phase, commit - or None), current_points (its progress:
+    dicts of step, progress 0..1, loss, tokens_per_s), best (the last kept row, with its number, or
+    None), best_points, best_val_bpb, rows (a polars frame of results.tsv), device (of the last row,
+    or ''), time_budget, loop_log (the tail of the loop's output)."""
+    workdir = _existing_run(root, tag)
+    st = state.load(workdir)
+    results = workdir / "results.tsv"
+    rows = ledger.read_rows(results)
+    logs = workdir / "logs"
+    cur = st.get("current")
+    current, current_points = None, []
+    if cur:
+        number = len(rows) + 1
+        commit = cur.get("commit")
+        current = dict(number=number, description=cur.get("description", ""), agent=cur.get("agent", ""),
+                       started=cur.get("started", ""), phase=cur.get("phase", ""), commit=(commit or "")[:7])
+        if commit and cur.get("phase") in ("running", "interrupted"):
+            current_points = progress_points(logs / f"{number:04d}-{commit[:7]}.log")
+    best, best_points = None, []
+    keeps = [i for i, r in enumerate(rows) if r["status"] == "keep"]
+    if keeps:
+        i = keeps[-1]
+        best = dict(rows[i], number=i + 1)
+        best_points = progress_points(logs / f"{i + 1:04d}-{rows[i]['commit']}.log")
+    pid = loop_pid(root, tag)
+    return dict(tag=st.get("tag", tag), workdir=str(workdir), pid=pid, running=pid is not None, current=current,
+                current_points=current_points, best=best, best_points=best_points,
+                best_val_bpb=st.get("best_val_bpb"), rows=_frame(results),
+                device=rows[-1].get("device", "") if rows else "",
+                time_budget=rows[-1].get("time_budget", "") if rows else "",
+                loop_log=_tail(log_file(root, tag)))
+
+
+def curves_chart(info: dict, width: int = 520, height: int = 260):
+    """Loss against the share of the time budget: the experiment in flight beside the best run."""
+    import altair as alt
+    values = []
+    for name, key, meta in (("running", "current_points", info.get("current")),
+                            ("best", "best_points", info.get("best"))):
+        label = f"#{meta['number']} {meta.get('description', '')}"[:80] if meta else ""
+        values += [dict(run=name, label=label, progress=p["progress"], loss=p["loss"], step=p["step"])
+                   for p in info.get(key) or []]
+    color = alt.Color("run:N", title=None, scale=alt.Scale(domain=["running", "best"],
+                                                           range=["#e4572e", "#2e86ab"]))
+    return alt.Chart(alt.Data(values=values)).mark_line(point=True).encode(
+        x=alt.X("progress:Q", title="share of the time budget", scale=alt.Scale(domain=[0, 1]),
+                axis=alt.Axis(format="%")),
+        y=alt.Y("loss:Q", title="training loss", scale=alt.Scale(zero=False)),
+        color=color,
+        tooltip=["run:N", "label:N", "step:Q", alt.Tooltip("progress:Q", format=".1%"),
+                 alt.Tooltip("loss:Q", format=".4f")],
+    ).properties(width=width, height=height, title="loss: running vs best")

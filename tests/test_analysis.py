@@ -1,0 +1,182 @@
+"""analysis.py on real results.tsv files: a normal run, and the awkward ones a run really produces
+(no rows, no file, a crash first, only crashes, the original five-column format).
+Run: uv run pytest tests/test_analysis.py"""
+import polars as pl
+import pytest
+import vl_convert as vlc
+
+from autoresearch import analysis, ledger
+
+EVIL = "bigger lr <script>alert(1)</script>"
+FIVE_COLUMNS = """commit\tval_bpb\tmemory_gb\tstatus\tdescription
+a1b2c3d\t0.997900\t44.0\tkeep\tbaseline
+b2c3d4e\t0.993200\t44.2\tkeep\tincrease LR to 0.04
+c3d4e5f\t1.005000\t44.0\tdiscard\tswitch to GeLU activation
+d4e5f6g\t0.000000\t0.0\tcrash\tdouble model width (OOM)
+e5f6g7h\t0.990000\t44.1\tkeep\tlonger warmup
+"""
+
+
+def write_normal(path):
+    """A lab run: baseline, keeps, a simplification keep that raises the frontier, every status."""
+    rows = [
+        dict(commit="aaaaaaa", val_bpb=1.5, status="keep", description="baseline", lines_added=0, lines_removed=0,
+             agent="search"),
+        dict(commit="bbbbbbb", val_bpb=1.52, status="discard", description="deeper", lines_added=5, lines_removed=0,
+             agent="search"),
+        dict(commit="ccccccc", val_bpb=1.45, status="keep", description=EVIL, lines_added=3, lines_removed=1,
+             agent="claude", cost_usd=0.5, input_tokens=1000, output_tokens=200),
+        dict(commit="ddddddd", status="crash", description="huge batch", reason="CUDA out of memory",
+             agent="claude", cost_usd=0.25, input_tokens=500),
+        dict(commit="none", status="rejected", description="edit prepare", reason="touched protected prepare.py",
+             agent="claude"),
+        dict(commit="fffffff", val_bpb=1.42, status="keep", description="warmup", lines_added=2, lines_removed=0,
+             agent="search"),
+        dict(commit="ggggggg", val_bpb=1.41, status="weird", description="from the future", agent="search"),
+        # kept on score: 1.4205 + 5e-5 * (0 - 60) = 1.4175 < 1.42, so the frontier goes up to 1.4205
+        dict(commit="hhhhhhh", val_bpb=1.4205, status="keep", description="delete dead code", lines_added=0,
+             lines_removed=60, agent="search"),
+        dict(commit="iiiiiii", status="timeout", description="slow attention", reason="ran past the budget",
+             agent="search"),
+    ]
+    for row in rows:
+        ledger.append(path, row)
+    return path
+
+
+def write_ledger(path, kind):
+    if kind == "normal":
+        write_normal(path)
+    elif kind == "empty":
+        path.write_text("\t".join(ledger.COLUMNS) + "\n")
+    elif kind == "crash_first":
+        ledger.append(path, dict(commit="aaaaaaa", status="crash", description="baseline", reason="no GPU"))
+        ledger.append(path, dict(commit="bbbbbbb", val_bpb=1.5, status="keep", description="baseline again"))
+        ledger.append(path, dict(commit="ccccccc", val_bpb=1.6, status="discard", description="worse"))
+    elif kind == "only_crashes":
+        ledger.append(path, dict(commit="aaaaaaa", status="crash", description="baseline", reason="no GPU"))
+        ledger.append(path, dict(commit="aaaaaaa", status="timeout", description="baseline", reason="too slow"))
+    elif kind == "five_columns":
+        path.write_text(FIVE_COLUMNS)
+    else:
+        assert kind == "missing"
+    return path
+
+
+KINDS = ["normal", "empty", "missing", "crash_first", "only_crashes", "five_columns"]
+
+
+@pytest.fixture(params=KINDS)
+def any_ledger(request, tmp_path):
+    return write_ledger(tmp_path / "results.tsv", request.param)
+
+
+def test_normal_run_values(tmp_path):
+    df = analysis.load(write_normal(tmp_path / "results.tsv"))
+    assert df["experiment"].to_list() == list(range(1, 10))
+    assert df["best_so_far"].to_list() == pytest.approx([1.5, 1.5, 1.45, 1.45, 1.45, 1.42, 1.42, 1.4205, 1.4205])
+    assert df["net_lines"].to_list() == [0, 5, 2, 0, 0, 2, 0, -60, 0]
+    imp = df["improvement"].to_list()
+    assert imp[0] is None  # the baseline improves on nothing
+    assert imp[2] == pytest.approx(0.05) and imp[5] == pytest.approx(0.03) and imp[7] == pytest.approx(-0.0005)
+    assert [imp[i] for i in (1, 3, 4, 6, 8)] == [None] * 5
+    assert df["val"][3] is None
+
+    s = analysis.summary(df)
+    assert (s["experiments"], s["kept"], s["discarded"], s["crashed"], s["other"]) == (9, 4, 1, 2, 2)
+    assert s["best_val"] == pytest.approx(1.4205) and s["best_description"] == "delete dead code"
+    assert s["baseline_val"] == pytest.approx(1.5) and s["gain"] == pytest.approx(0.0795)
+    assert s["total_cost_usd"] == pytest.approx(0.75)
+
+    rates = analysis.status_rates(df)
+    assert rates["status"].to_list() == ["keep", "discard", "crash", "timeout", "rejected", "weird"]
+    assert rates["count"].to_list() == [4, 1, 1, 1, 1, 1]
+    assert rates["share"].sum() == pytest.approx(1.0)
+
+    hits = analysis.top_hits(df)
+    assert hits["commit"].to_list() == ["ccccccc", "fffffff", "hhhhhhh"]
+    assert hits["description"][0] == EVIL and hits["net_lines"].to_list() == [2, 2, -60]
+    assert analysis.top_hits(df, n=1).height == 1
+
+    bad = analysis.crashes(df)
+    assert bad["status"].to_list() == ["crash", "rejected", "weird", "timeout"]
+    assert bad["reason"].to_list() == ["CUDA out of memory", "touched protected prepare.py", "", "ran past the budget"]
+
+    cost = analysis.cost_by_agent(df)
+    by = {r["agent"]: r for r in cost.iter_rows(named=True)}
+    assert by["claude"]["experiments"] == 3 and by["claude"]["keeps"] == 1
+    assert by["claude"]["tokens"] == 1700 and by["claude"]["cost_usd"] == pytest.approx(0.75)
+    assert by["search"]["experiments"] == 6 and by["search"]["keeps"] == 3 and by["search"]["cost_usd"] == 0
+
+
+def test_five_column_file_from_the_original_tool(tmp_path):
+    path = write_ledger(tmp_path / "results.tsv", "five_columns")
+    raw = ledger.read_frame(path)
+    assert raw["lines_added"].null_count() == raw.height and set(raw["agent"].to_list()) == {""}
+    df = analysis.load(path)
+    assert df["val"][3] is None  # 0.000000 meant a crash
+    assert df["best_so_far"].to_list() == pytest.approx([0.9979, 0.9932, 0.9932, 0.9932, 0.99])
+    assert df["net_lines"].to_list() == [0] * 5
+    s = analysis.summary(df)
+    assert (s["experiments"], s["kept"], s["discarded"], s["crashed"], s["other"]) == (5, 3, 1, 1, 0)
+    assert s["best_val"] == pytest.approx(0.99) and s["total_cost_usd"] is None
+    assert analysis.top_hits(df)["improvement"].to_list() == pytest.approx([0.0047, 0.0032])
+    assert analysis.crashes(df)["description"].to_list() == ["double model width (OOM)"]
+    assert analysis.cost_by_agent(df).height == 0
+
+
+def test_a_frame_works_as_well_as_a_path(tmp_path):
+    path = write_ledger(tmp_path / "results.tsv", "five_columns")
+    frame = pl.read_csv(path, separator="\t")  # as the original tool's notebook would read it
+    assert analysis.load(frame)["best_so_far"].to_list() == analysis.load(path)["best_so_far"].to_list()
+
+
+def test_crash_first_and_only_crashes(tmp_path):
+    df = analysis.load(write_ledger(tmp_path / "a.tsv", "crash_first"))
+    assert df["best_so_far"].to_list() == [None, 1.5, 1.5]
+    assert df["improvement"].to_list() == [None, None, None]
+    s = analysis.summary(df)
+    assert s["baseline_val"] == 1.5 and s["best_val"] == 1.5 and s["crashed"] == 1
+    assert analysis.crashes(df)["reason"].to_list() == ["no GPU"]
+
+    df = analysis.load(write_ledger(tmp_path / "b.tsv", "only_crashes"))
+    assert df["best_so_far"].to_list() == [None, None]
+    s = analysis.summary(df)
+    assert s["kept"] == 0 and s["crashed"] == 2 and s["best_val"] is None and s["gain"] is None
+    assert analysis.top_hits(df).height == 0 and analysis.crashes(df).height == 2
+
+
+@pytest.mark.parametrize("kind", ["empty", "missing"])
+def test_no_rows(tmp_path, kind):
+    df = analysis.load(write_ledger(tmp_path / "results.tsv", kind))
+    assert df.height == 0
+    s = analysis.summary(df)
+    assert s["experiments"] == 0 and s["best_val"] is None and s["total_cost_usd"] is None
+    for frame in (analysis.status_rates(df), analysis.top_hits(df), analysis.crashes(df), analysis.cost_by_agent(df)):
+        assert frame.height == 0 and frame.width > 0
+
+
+def test_every_chart_renders_on_every_ledger(any_ledger):
+    df = analysis.load(any_ledger)
+    analysis.summary(df), analysis.status_rates(df), analysis.top_hits(df), analysis.crashes(df)
+    analysis.cost_by_agent(df)
+    charts = [analysis.progress_chart(df), analysis.complexity_chart(df), analysis.complexity_chart(df, lam=1e-3),
+              analysis.status_chart(df)]
+    for chart in charts:
+        svg = vlc.vegalite_to_svg(chart.to_dict())
+        assert svg.startswith("<svg") and "</svg>" in svg
+    if df.filter(pl.col("val").is_not_null()).height == 0:
+        assert "no data yet" in vlc.vegalite_to_svg(charts[0].to_dict())
+
+
+def test_charts_carry_the_data_they_claim(tmp_path):
+    df = analysis.load(write_normal(tmp_path / "results.tsv"))
+    spec = analysis.progress_chart(df).to_dict()
+    rows = [r for values in spec["datasets"].values() for r in values]
+    plotted = {r["experiment"] for r in rows if "val_bpb" in r and r.get("val_bpb") is not None}
+    assert plotted == {1, 2, 3, 6, 7, 8}  # every measured row; the crash, rejection and timeout have no number
+    assert "selection" in str(spec) or "param" in str(spec)  # interactive
+    labels = {r["label"] for r in rows if "label" in r}
+    assert all(len(label) <= 40 for label in labels) and "baseline" in labels
+    svg = vlc.vegalite_to_svg(analysis.complexity_chart(df).to_dict())
+    assert "best 1.4205" in svg and "baseline 1.5000" in svg

@@ -1,0 +1,121 @@
+"""The loop in the background (what the launch notebook drives): started detached in its own
+session, found again from files only, watched live, stopped cleanly, never started twice.
+Run: uv run pytest tests/test_background.py"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from autoresearch import background, state
+from autoresearch.workspace import LabError
+from conftest import ROOT
+from lab_helpers import check_invariants, cli, make_repo, variant, write_replay
+
+
+def wait_for(predicate, timeout=60.0, what="the condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def run(tmp_path, use_cache):
+    repo = make_repo(tmp_path / "repo")
+    out = cli(repo, use_cache, "init", "--tag", "bg")
+    assert out.returncode == 0, out.stderr
+    yield repo, "bg"
+    pid = background.loop_pid(repo, "bg")  # never leave a loop behind
+    if pid:
+        background.stop_loop(repo, "bg", timeout=10)
+
+
+def test_a_fresh_run_has_no_loop_and_an_empty_live_view(run):
+    repo, tag = run
+    assert background.loop_pid(repo, tag) is None
+    assert background.stop_loop(repo, tag) is False
+    info = background.live(repo, tag)
+    assert info["running"] is False and info["current"] is None and info["best"] is None
+    assert info["current_points"] == [] and info["best_points"] == [] and info["rows"].height == 0
+    assert info["device"] == ""
+    spec = background.curves_chart(info).to_dict()  # zero points still make a chart
+    assert spec["mark"]["type"] == "line"
+    with pytest.raises(LabError):
+        background.live(repo, "nosuchtag")
+    with pytest.raises(LabError):
+        background.start_loop(repo, "nosuchtag")
+
+
+def test_background_loop_is_detached_watched_and_stopped_cleanly(run, tmp_path):
+    repo, tag = run
+    replay = write_replay(tmp_path / "slow.jsonl", [
+        {"description": "slow and steady", "train_py": variant(WEIGHT=1.0, SLEEP=120.0)},
+    ])
+    pid = background.start_loop(repo, tag, agent=f"replay:{replay}", max_experiments=5)
+    workdir = repo / "runs" / tag
+    assert int((workdir / ".lab" / "loop.pid").read_text()) == pid
+    assert os.getsid(pid) == pid  # its own session: an interrupted kernel does not take it along
+    assert background.loop_pid(repo, tag) == pid
+    with pytest.raises(LabError, match="already running"):
+        background.start_loop(repo, tag)
+
+    # the baseline runs and is kept; then the slow proposal is in flight with a progress point
+    def in_flight():
+        info = background.live(repo, tag)
+        cur = info["current"]
+        return info if cur and cur["description"] == "slow and steady" and info["current_points"] else None
+
+    info = wait_for(in_flight, what="the slow experiment to be in flight")
+    assert state.is_running(workdir) == pid
+    assert info["running"] and info["pid"] == pid
+    assert info["current"]["number"] == 2 and info["current"]["agent"] == "replay"
+    assert info["current_points"][0]["step"] == 0 and info["current_points"][0]["progress"] == 0.0
+    assert info["best"]["description"] == "baseline" and info["best"]["number"] == 1
+    assert info["best_points"] and info["best_points"][0]["loss"] == 8.0
+    assert info["rows"].height == 1 and info["rows"]["status"].to_list() == ["keep"]
+    assert info["device"].startswith("cpu") and info["time_budget"] == "4"
+    assert "run bg" in info["loop_log"]
+    spec = background.curves_chart(info).to_dict()
+    runs = {v["run"] for v in spec["data"]["values"]}
+    assert runs == {"running", "best"}
+
+    # a fresh process (a restarted kernel) finds the loop from the files alone
+    code = f"from autoresearch import background; print(background.loop_pid({str(repo)!r}, {tag!r}))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == str(pid), out.stderr
+
+    t0 = time.time()
+    assert background.stop_loop(repo, tag, timeout=30) is True
+    assert time.time() - t0 < 20
+    assert background.loop_pid(repo, tag) is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    rows = check_invariants(workdir)
+    assert [r["description"] for r in rows] == ["baseline"]
+    st = state.load(workdir)
+    assert st["current"]["phase"] == "interrupted" and st.get("child_pgid") is None
+    assert "stopped" in (workdir / ".lab" / "loop.log").read_text()
+    assert background.stop_loop(repo, tag) is False
+
+
+def test_a_stale_pid_file_is_not_a_running_loop(run):
+    repo, tag = run
+    (repo / "runs" / tag / ".lab" / "loop.pid").write_text(f"{os.getpid()}\n")  # alive, but not a loop
+    assert background.loop_pid(repo, tag) is None
+    (repo / "runs" / tag / ".lab" / "loop.pid").write_text("999999999\n")
+    assert background.loop_pid(repo, tag) is None
+
+
+def test_a_loop_that_fails_to_start_says_why_in_its_log(run):
+    repo, tag = run
+    pid = background.start_loop(repo, tag, agent="nosuchagent")
+    wait_for(lambda: background.loop_pid(repo, tag) is None, timeout=30, what="the loop to exit")
+    log = (repo / "runs" / tag / ".lab" / "loop.log").read_text()
+    assert "error:" in log and "nosuchagent" in log and pid > 0
+    assert json.loads((repo / "runs" / tag / ".lab" / "state.json").read_text())["current"] is None
