@@ -331,7 +331,7 @@ class Lab:
         """Run experiments until the agent is done, a limit is reached or a signal arrives.
         Returns the number of experiments recorded by this call."""
         lock = state.RunLock(self.workdir)
-        if not lock.acquire():
+        if not lock.acquire(wait=1.0):
             raise LabError(f"a loop is already running on {self.workdir} (pid {state.is_running(self.workdir)})")
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 

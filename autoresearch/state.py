@@ -8,6 +8,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 
@@ -38,15 +39,21 @@ class RunLock:
         self.path = lab_dir(workdir) / "lock"
         self.fd = None
 
-    def acquire(self) -> bool:
+    def acquire(self, wait: float = 0.0) -> bool:
+        """Take the lock; `wait` seconds of retries ride out a status probe holding it an instant."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            return False
+        deadline = time.time() + wait
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.time() >= deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    return False
+                time.sleep(0.05)
         os.ftruncate(self.fd, 0)
         os.write(self.fd, str(os.getpid()).encode())
         return True

@@ -1,0 +1,157 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "autoresearch",
+#     "marimo>=0.10",
+#     "altair>=5.4",
+#     "polars>=1.0",
+# ]
+#
+# [tool.uv.sources]
+# autoresearch = { path = "..", editable = true }
+# ///
+"""What a run found: its results.tsv as charts and tables (autoresearch.analysis computes them).
+
+Open it from the repository root:  uv run marimo edit notebooks/analyze.py
+Pick a run (runs/*/results.tsv) or type the path of any results.tsv, also the original project's.
+AUTORESEARCH_RESULTS=path/to/results.tsv preselects a file (e.g. for `python notebooks/analyze.py`);
+AUTORESEARCH_ROOT names the project root when the notebook is not in it.
+"""
+
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="autoresearch: analyze a run")
+
+with app.setup:
+    import os
+    import sys
+    from pathlib import Path
+
+    import marimo as mo
+
+    REPO = Path(__file__).resolve().parents[1]  # this checkout: the autoresearch package
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    ROOT = Path(os.environ.get("AUTORESEARCH_ROOT") or REPO)  # where runs/ are
+
+    import polars as pl
+
+    from autoresearch import analysis
+
+
+@app.function
+def find_results(root: Path) -> dict:
+    """{tag: path} of every run's results.tsv, the most recently written last."""
+    found = sorted((root / "runs").glob("*/results.tsv"), key=lambda p: p.stat().st_mtime)
+    return {p.parent.name: str(p) for p in found}
+
+
+@app.function
+def fmt(value, spec: str = ".6f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md("""
+    # Analyze a run
+
+    Every row of `results.tsv` is one experiment: `keep` moved the best `val_bpb` down, `discard`
+    did not beat it, `crash`/`timeout` produced no number, `rejected` never ran (the guard refused it).
+    """)
+    return
+
+
+@app.cell
+def _():
+    runs = find_results(ROOT)
+    run_pick = mo.ui.dropdown(options=runs, value=next(reversed(runs), None) if runs else None,
+                              label="run")
+    path_box = mo.ui.text(value=os.environ.get("AUTORESEARCH_RESULTS", ""), label="or a results.tsv path",
+                          full_width=True)
+    lam = mo.ui.slider(steps=[0.0, 1e-5, 2.5e-5, analysis.DEFAULT_LAMBDA, 1e-4, 2e-4, 5e-4, 1e-3],
+                       value=analysis.DEFAULT_LAMBDA, label="λ (bpb per net line)", show_value=True)
+    mo.vstack([mo.hstack([run_pick, lam], justify="start", gap=2), path_box])
+    return lam, path_box, run_pick
+
+
+@app.cell
+def _(path_box, run_pick):
+    results_path = Path(path_box.value).expanduser() if path_box.value.strip() else (
+        Path(run_pick.value) if run_pick.value else None)
+    df = analysis.load(results_path) if results_path is not None else analysis.load(pl.DataFrame())
+    s = analysis.summary(df)
+    if results_path is None:
+        _where = mo.callout(mo.md(f"No run yet in `{ROOT / 'runs'}`: start one with the launch notebook, "
+                                  "or type the path of a results.tsv."), kind="warn")
+    elif not results_path.exists():
+        _where = mo.callout(mo.md(f"`{results_path}` does not exist (yet)."), kind="warn")
+    else:
+        _where = mo.md(f"`{results_path}`: {df.height} experiments")
+    _cost = [mo.stat(f"${s['total_cost_usd']:.2f}", label="agent cost")] if s["total_cost_usd"] else []
+    _gain = f"{s['gain']:.6f} below the baseline" if s["gain"] else None
+    mo.vstack([
+        _where,
+        mo.hstack([
+            mo.stat(s["experiments"], label="experiments"),
+            mo.stat(s["kept"], label="kept"),
+            mo.stat(s["discarded"], label="discarded"),
+            mo.stat(s["crashed"], label="crashed / timed out"),
+            mo.stat(fmt(s["best_val"]), label="best val_bpb", caption=_gain),
+            *_cost,
+        ], justify="start", gap=1),
+        mo.md(f"**Best:** #{s['best_experiment']} `{s['best_commit']}`: {s['best_description']}"
+              if s["best_val"] is not None else "**Best:** none yet"),
+    ])
+    return (df,)
+
+
+@app.cell
+def _(df):
+    # the charts zoom and pan (scroll, drag); a double click resets them
+    mo.ui.altair_chart(analysis.progress_chart(df), chart_selection=False, legend_selection=False)
+    return
+
+
+@app.cell
+def _(df, lam):
+    mo.ui.altair_chart(analysis.complexity_chart(df, lam=lam.value), chart_selection=False, legend_selection=False)
+    return
+
+
+@app.cell
+def _(df):
+    mo.hstack([
+        mo.vstack([mo.md("### Statuses"), mo.ui.table(analysis.status_rates(df), selection=None,
+                                                      format_mapping={"share": "{:.1%}".format})]),
+        analysis.status_chart(df),
+    ], justify="start", gap=2)
+    return
+
+
+@app.cell
+def _(df):
+    mo.vstack([mo.md("### Top hits: the keeps that lowered the best most"),
+               mo.ui.table(analysis.top_hits(df), selection=None,
+                           format_mapping={"val_bpb": "{:.6f}".format, "improvement": "{:.6f}".format})])
+    return
+
+
+@app.cell
+def _(df):
+    mo.vstack([mo.md("### Crashes, timeouts and rejections"), mo.ui.table(analysis.crashes(df), selection=None)])
+    return
+
+
+@app.cell
+def _(df):
+    _cost = analysis.cost_by_agent(df)
+    mo.vstack([mo.md("### Cost per agent"),
+               mo.ui.table(_cost, selection=None, format_mapping={"cost_usd": "${:.4f}".format})]) if _cost.height else \
+        mo.md("_No agent recorded tokens or cost (the search agent is free)._")
+    return
+
+
+if __name__ == "__main__":
+    app.run()

@@ -1,0 +1,215 @@
+# /// script
+# requires-python = ">=3.10"
+# dependencies = [
+#     "autoresearch",
+#     "marimo>=0.10",
+#     "altair>=5.4",
+#     "polars>=1.0",
+# ]
+#
+# [tool.uv.sources]
+# autoresearch = { path = "..", editable = true }
+# ///
+"""Start a run, let the loop work in the background and watch it live.
+
+Open it from the repository root:  uv run marimo edit notebooks/launch.py
+The loop runs as its own process (autoresearch.background.start_loop), not in the kernel: interrupting
+or restarting the notebook does not stop it, and a fresh kernel finds it again from the run's files.
+AUTORESEARCH_ROOT names the project root when the notebook is not in it.
+"""
+
+import marimo
+
+__generated_with = "0.25.2"
+app = marimo.App(width="medium", app_title="autoresearch: launch and watch")
+
+with app.setup:
+    import os
+    import shlex
+    import sys
+    import time
+    from pathlib import Path
+
+    import marimo as mo
+
+    REPO = Path(__file__).resolve().parents[1]  # this checkout: the autoresearch package
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    ROOT = Path(os.environ.get("AUTORESEARCH_ROOT") or REPO)  # the project whose runs/ we drive
+
+    import polars as pl
+
+    from autoresearch import background, harness
+    from autoresearch.loop import init_run
+    from autoresearch.workspace import LabError
+
+    FEED_COLUMNS = ["experiment", "commit", "status", "val_bpb", "lines_added", "lines_removed", "agent",
+                    "description", "training_seconds", "started", "reason"]
+
+
+@app.function
+def run_tags(root: Path) -> list[str]:
+    """Tags of the runs under root/runs, the most recently active last."""
+    found = sorted((root / "runs").glob("*/.lab/state.json"), key=lambda p: p.stat().st_mtime) \
+        if (root / "runs").exists() else []
+    return [p.parent.parent.name for p in found]
+
+
+@app.function
+def feed(rows: pl.DataFrame) -> pl.DataFrame:
+    """The ledger as an experiment feed: newest first, the columns a person reads."""
+    if "experiment" not in rows.columns:
+        rows = rows.with_columns(experiment=pl.int_range(1, pl.len() + 1))
+    return rows.select([c for c in FEED_COLUMNS if c in rows.columns]).reverse()
+
+
+@app.function
+def agent_argument(kind: str, replay_file: str) -> str:
+    if kind == "replay":
+        if not replay_file.strip():
+            raise LabError("the replay agent needs a file: one JSON proposal per line")
+        return "replay:" + str(Path(replay_file.strip()).expanduser().resolve())
+    return kind
+
+
+@app.cell(hide_code=True)
+def _():
+    mo.md("""
+    # Launch and watch a run
+
+    **init** creates the run: branch `autoresearch/<tag>` in its own worktree `runs/<tag>/`.
+    **start** runs the experiment loop on it in the background (its output goes to
+    `runs/<tag>/.lab/loop.log`); **stop** asks it to stop cleanly (the experiment in flight is run again
+    on the next start). The view below refreshes from the run's files, so it shows a loop started
+    anywhere, also from a terminal with `autoresearch run`.
+    """)
+    return
+
+
+@app.cell
+def _():
+    _tags = run_tags(ROOT)
+    tag = mo.ui.text(value=_tags[-1] if _tags else time.strftime("run-%Y%m%d-%H%M"), label="tag")
+    agent = mo.ui.dropdown(options=["search", "claude", "replay"], value="search", label="agent")
+    replay_file = mo.ui.text(placeholder="proposals.jsonl", label="replay file")
+    max_experiments = mo.ui.number(start=0, stop=100_000, step=1, value=0, label="max experiments (0: no limit)")
+    max_hours = mo.ui.number(start=0, stop=1000, step=0.25, value=0, label="max hours (0: no limit)")
+    extra = mo.ui.text(placeholder="--seed 1 --max-cost 5", label="more `run` options")
+    init_button = mo.ui.run_button(label="init run")
+    start_button = mo.ui.run_button(label="start loop", kind="success")
+    stop_button = mo.ui.run_button(label="stop loop", kind="danger")
+    mo.vstack([
+        mo.hstack([tag, agent, replay_file], justify="start", gap=2),
+        mo.hstack([max_experiments, max_hours, extra], justify="start", gap=2),
+        mo.hstack([init_button, start_button, stop_button], justify="start", gap=1),
+        mo.md(f"Runs in `{ROOT / 'runs'}`: " + (", ".join(f"`{t}`" for t in _tags) or "none yet")
+              + ". The `claude` agent needs `ANTHROPIC_API_KEY` in the environment marimo was started from."),
+    ])
+    return (agent, extra, init_button, max_experiments, max_hours, replay_file, start_button, stop_button, tag)
+
+
+@app.cell
+def _():
+    get_changed, set_changed = mo.state(0)  # bumped by the buttons: the live view reloads at once
+    return get_changed, set_changed
+
+
+@app.cell
+def do_init(init_button, set_changed, tag):
+    mo.stop(not init_button.value)
+    try:
+        _workdir = init_run(ROOT, tag.value.strip())
+        _manifest = harness.read_manifest()
+        _msg = mo.callout(mo.md(f"Created run `{tag.value.strip()}` in `{_workdir}` (profile "
+                                f"{_manifest['profile']}, {_manifest['constants']['TIME_BUDGET']} s per experiment). "
+                                f"Press **start loop**."), kind="success")
+    except LabError as _e:
+        _msg = mo.callout(str(_e), kind="danger")
+    set_changed(lambda n: n + 1)
+    _msg
+    return
+
+
+@app.cell
+def do_start(agent, extra, max_experiments, max_hours, replay_file, set_changed, start_button, tag):
+    mo.stop(not start_button.value)
+    try:
+        _pid = background.start_loop(
+            ROOT, tag.value.strip(), agent=agent_argument(agent.value, replay_file.value),
+            max_experiments=int(max_experiments.value) or None, max_hours=float(max_hours.value) or None,
+            extra_args=shlex.split(extra.value))
+        _msg = mo.callout(mo.md(f"Loop started (pid {_pid}); its output: "
+                                f"`{background.log_file(ROOT, tag.value.strip())}`."), kind="success")
+    except (LabError, ValueError) as _e:
+        _msg = mo.callout(str(_e), kind="danger")
+    set_changed(lambda n: n + 1)
+    _msg
+    return
+
+
+@app.cell
+def do_stop(set_changed, stop_button, tag):
+    mo.stop(not stop_button.value)
+    try:
+        with mo.status.spinner(title="stopping the loop (it stops train.py and records where it was) ..."):
+            _stopped = background.stop_loop(ROOT, tag.value.strip(), timeout=30)
+        _msg = mo.callout("Loop stopped." if _stopped else "No loop was running on this run.",
+                          kind="success" if _stopped else "neutral")
+    except LabError as _e:
+        _msg = mo.callout(str(_e), kind="danger")
+    set_changed(lambda n: n + 1)
+    _msg
+    return
+
+
+@app.cell
+def _():
+    refresh = mo.ui.refresh(options=["1s", "2s", "5s", "10s", "30s"], default_interval="2s")
+    mo.hstack([mo.md("## Live"), refresh], justify="start", align="center", gap=1)
+    return (refresh,)
+
+
+@app.cell
+def live_view(get_changed, refresh, tag):
+    refresh.value, get_changed()
+    _tag = tag.value.strip()
+    try:
+        info = background.live(ROOT, _tag)
+    except LabError as _e:
+        info = None
+        _view = mo.callout(mo.md(f"{_e}. Press **init run** to create it."), kind="neutral")
+    if info is not None:
+        _rows, _cur = info["rows"], info["current"]
+        _best = info["best"]
+        _loop = f"running, pid {info['pid']}" if info["running"] else "not running"
+        _stats = mo.hstack([
+            mo.stat(_loop, label="loop"),
+            mo.stat(_rows.height, label="experiments",
+                    caption=f"{int((_rows['status'] == 'keep').sum()) if _rows.height else 0} kept"),
+            mo.stat(f"{info['best_val_bpb']:.6f}" if info["best_val_bpb"] is not None else "-", label="best val_bpb",
+                    caption=(f"#{_best['number']} {_best['description']}"[:60] if _best else None)),
+            mo.stat(info["device"] or "-", label="device",
+                    caption=f"{info['time_budget']} s budget" if info["time_budget"] else None),
+        ], justify="start", gap=1)
+        if _cur:
+            _last = info["current_points"][-1] if info["current_points"] else None
+            _where = (f" — {_last['progress']:.0%} of the budget, step {_last['step']}, loss {_last['loss']:.4f}, "
+                      f"{_last['tokens_per_s']:,.0f} tok/s" if _last else "")
+            _now = mo.md(f"**In flight:** #{_cur['number']} ({_cur['agent']}, {_cur['phase']}"
+                         f"{', since ' + _cur['started'] if _cur['started'] else ''}): {_cur['description']}{_where}")
+        else:
+            _now = mo.md("**In flight:** nothing" + ("" if info["running"] else " (start the loop to run experiments)"))
+        _view = mo.vstack([
+            _stats, _now,
+            background.curves_chart(info),
+            mo.md("### Experiments (newest first)"),
+            mo.ui.table(feed(_rows), selection=None, page_size=10, show_column_summaries=False)
+            if _rows.height else mo.md("_No experiment recorded yet._"),
+            mo.accordion({"loop output (`.lab/loop.log`)": mo.plain_text(info["loop_log"] or "(nothing yet)")}),
+        ])
+    _view
+    return
+
+
+if __name__ == "__main__":
+    app.run()

@@ -1,0 +1,188 @@
+"""The marimo notebooks (notebooks/prepare.py, launch.py, analyze.py): they pass `marimo check`, run
+headless as scripts with their default UI values (which start nothing slow), export to HTML, and
+their buttons' cells do what they say when run as functions (marimo's Cell.run).
+Run: uv run pytest tests/test_notebooks.py   (about a minute; every test starts a Python process)"""
+import importlib.util
+import itertools
+import os
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+
+from autoresearch import background, ledger, workspace
+from autoresearch.loop import init_run
+from conftest import ROOT, TINY_ARGS
+from lab_helpers import make_repo
+
+NOTEBOOKS = ROOT / "notebooks"
+NAMES = ["prepare", "launch", "analyze"]
+_counter = itertools.count()
+
+
+def marimo(*args, env=None, timeout=120):
+    return subprocess.run([sys.executable, "-m", "marimo", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def load_notebook(name):
+    """The notebook as a module (its setup cell runs; its cells become callable with .run())."""
+    spec = importlib.util.spec_from_file_location(f"nb_{name}_{next(_counter)}", NOTEBOOKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ui(value):
+    """A stand-in for a UI element: what a cell reads is its .value."""
+    return types.SimpleNamespace(value=value)
+
+
+def write_sample_ledger(path):
+    rows = [
+        dict(commit="aaaaaaa", val_bpb=1.60, status="keep", description="baseline", agent="baseline",
+             lines_added=0, lines_removed=0),
+        dict(commit="bbbbbbb", val_bpb=1.55, status="keep", description="wider model", agent="claude",
+             lines_added=3, lines_removed=1, cost_usd=0.12, input_tokens=1000, output_tokens=200),
+        dict(commit="ccccccc", val_bpb=1.58, status="discard", description="raise the lr", agent="claude",
+             lines_added=1, lines_removed=1, cost_usd=0.08),
+        dict(commit="ddddddd", status="crash", description="explodes", agent="search", reason="RuntimeError: boom"),
+        dict(commit="none", status="rejected", description="touches prepare", agent="search",
+             reason="prepare.py changed"),
+    ]
+    for row in rows:
+        ledger.append(path, row)
+    return path
+
+
+@pytest.fixture(scope="module")
+def setting(tiny_cache, tmp_path_factory):
+    """A sample ledger, and a project with a run whose baseline is recorded (with its log)."""
+    base = tmp_path_factory.mktemp("notebooks")
+    results = write_sample_ledger(base / "results.tsv")
+    repo = make_repo(base / "repo")
+    workdir = init_run(repo, "nbrun", cache=tiny_cache)
+    commit = workspace.head(workdir)[:7]
+    ledger.append(workdir / "results.tsv", dict(
+        commit=commit, val_bpb=3.5, status="keep", description="baseline", agent="baseline",
+        device="cpu (test)", profile="tiny", time_budget="4"))
+    (workdir / "logs").mkdir()
+    (workdir / "logs" / f"0001-{commit}.log").write_text("".join(
+        f"step {s:05d} | {s * 10:5.1f}% | loss {8 - s * 0.5:.6f} | lr 1.00 | dt 1ms | 1,000 tok/s | mfu n/a\n"
+        for s in range(11)))
+    env = dict(os.environ, AUTORESEARCH_CACHE=str(tiny_cache), AUTORESEARCH_DEVICE="cpu",
+               AUTORESEARCH_RESULTS=str(results), AUTORESEARCH_ROOT=str(repo), PYTHONUNBUFFERED="1",
+               # marimo keeps session snapshots in __marimo__/ beside a notebook, or under this prefix
+               PYTHONPYCACHEPREFIX=str(base / "pycache"))
+    return types.SimpleNamespace(results=results, repo=repo, env=env, base=base)
+
+
+def test_marimo_check_finds_nothing():
+    out = marimo("check", "--strict", *[str(NOTEBOOKS / f"{n}.py") for n in NAMES])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "issue" not in (out.stdout + out.stderr).lower(), out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_headless_as_a_script(setting, name):
+    t0 = time.time()
+    out = subprocess.run([sys.executable, str(NOTEBOOKS / f"{name}.py")], cwd=ROOT, env=setting.env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert time.time() - t0 < 60
+    assert background.loop_pid(setting.repo, "nbrun") is None  # the defaults start nothing
+
+
+EXPECT = {  # something each export must show, from the setting's files
+    "prepare": ["What was made", "re-encodes to the same ids", "⟨BOS⟩", "document lengths"],
+    "launch": ["nbrun", "In flight", "not running", "cpu (test)", "loss: running vs best"],
+    "analyze": ["wider model", "RuntimeError: boom", "Cost per agent"],
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_exports_to_html(setting, name, tmp_path):
+    out_file = tmp_path / f"{name}.html"
+    out = marimo("export", "html", str(NOTEBOOKS / f"{name}.py"), "-o", str(out_file), env=setting.env)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    text = out_file.read_text()
+    assert len(text) > 10_000
+    for phrase in EXPECT[name]:
+        assert phrase in text or phrase.encode("unicode_escape").decode() in text, phrase
+
+
+@pytest.mark.parametrize("content", ["missing", "header only", "five columns"])
+def test_analyze_works_with_zero_rows_and_old_ledgers(setting, tmp_path, monkeypatch, content):
+    path = tmp_path / "results.tsv"
+    if content == "header only":
+        path.write_text("\t".join(ledger.COLUMNS) + "\n")
+    elif content == "five columns":  # the original project's file: 0.0 for a crash
+        path.write_text("commit\tval_bpb\tmemory_gb\tstatus\tdescription\n"
+                        "a1b2c3d\t0.997900\t44.0\tkeep\tbaseline\nb2c3d4e\t0.000000\t0.0\tcrash\tOOM\n")
+    monkeypatch.setenv("AUTORESEARCH_RESULTS", str(path))
+    monkeypatch.setenv("AUTORESEARCH_ROOT", str(tmp_path))  # no runs/ here
+    nb = load_notebook("analyze")
+    _, defs = nb.app.run()  # every cell, as `python notebooks/analyze.py` runs them
+    assert defs["df"].height == (2 if content == "five columns" else 0)
+    if content == "five columns":
+        assert defs["df"]["val"].to_list() == [0.9979, None]
+
+
+def test_the_prepare_button_runs_prepare_and_shows_its_output(setting, tiny_cache):
+    nb = load_notebook("prepare")
+    bumps = []
+    args = dict(zip(TINY_ARGS[::2], TINY_ARGS[1::2]))
+    cell_args = dict(cache_box=ui(str(tiny_cache)), eval_tokens=ui(int(args["--eval-tokens"])), force=ui(False),
+                     max_chars=ui(int(args["--max-chars"])), path_box=ui(""), profile=ui(args["--profile"]),
+                     run_prepare=ui(True), set_generation=bumps.append, source=ui(args["--source"]),
+                     time_budget=ui(int(args["--time-budget"])))
+    output, _ = nb.do_prepare.run(**cell_args)  # the cache as the tests prepared it: nothing to do
+    assert "finished" in output.text and "already prepared" in output.text and len(bumps) == 1
+    output, _ = nb.do_prepare.run(**dict(cell_args, time_budget=ui(5)))  # other settings: refused, and said so
+    assert "failed" in output.text and "already holds another cache" in output.text
+    assert nb.harness.load_manifest(tiny_cache)["constants"]["TIME_BUDGET"] == 4  # untouched
+
+
+def test_the_launch_buttons_init_start_watch_and_stop(tiny_cache, tmp_path, monkeypatch):
+    repo = make_repo(tmp_path / "repo")
+    monkeypatch.setenv("AUTORESEARCH_ROOT", str(repo))
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tiny_cache))
+    monkeypatch.setenv("AUTORESEARCH_DEVICE", "cpu")
+    nb = load_notebook("launch")
+    assert nb.ROOT == repo
+    bump = [].append
+    tag = ui("lt")
+
+    def live_text():
+        output, _ = nb.live_view.run(get_changed=lambda: 0, refresh=ui("2s"), tag=tag)
+        return output.text
+
+    assert "no run tagged" in live_text()
+    output, _ = nb.do_init.run(init_button=ui(True), set_changed=bump, tag=tag)
+    assert "Created run" in output.text
+    output, _ = nb.do_init.run(init_button=ui(True), set_changed=bump, tag=tag)
+    assert "exists already" in output.text
+    start = dict(agent=ui("search"), extra=ui("--seed 3"), max_experiments=ui(1), max_hours=ui(0),
+                 replay_file=ui(""), set_changed=bump, start_button=ui(True), tag=tag)
+    output, _ = nb.do_start.run(**dict(start, agent=ui("replay")))
+    assert "needs a file" in output.text
+    try:
+        output, _ = nb.do_start.run(**start)
+        assert "Loop started" in output.text
+        pid = background.loop_pid(repo, "lt")
+        assert pid and f"running, pid {pid}" in live_text()
+        output, _ = nb.do_start.run(**start)
+        assert "already running" in output.text
+        deadline = time.time() + 60  # one experiment (the baseline), then the loop ends by itself
+        while background.loop_pid(repo, "lt") and time.time() < deadline:
+            time.sleep(0.3)
+        text = live_text()
+        assert "not running" in text and "baseline" in text and "--seed 3" in text
+    finally:
+        background.stop_loop(repo, "lt", timeout=10)
+    output, _ = nb.do_stop.run(set_changed=bump, stop_button=ui(True), tag=tag)
+    assert "No loop was running" in output.text
+    assert ledger.read_rows(repo / "runs" / "lt" / "results.tsv")[0]["seed"] == "3"
