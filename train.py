@@ -400,6 +400,7 @@ print(f"provenance: commit {git_commit()} | torch {torch.__version__} | python {
       f"device {device_name()} | profile {PROFILE} | seed {SEED}", flush=True)
 
 tokenizer = Tokenizer.from_directory()
+t_tokenizer = time.time()
 model_dim = ((DEPTH * ASPECT_RATIO + HEAD_DIM - 1) // HEAD_DIM) * HEAD_DIM
 config = GPTConfig(sequence_len=MAX_SEQ_LEN, vocab_size=tokenizer.get_vocab_size(), n_layer=DEPTH,
                    n_head=model_dim // HEAD_DIM, n_embd=model_dim, window_pattern=WINDOW_PATTERN)
@@ -410,6 +411,7 @@ for block, window in zip(model.blocks, model.windows):
     block.attn.attend = window_attention(window, MAX_SEQ_LEN)
 if not USE_COMPILE and any(w < MAX_SEQ_LEN for w in model.windows):
     banner("short windows through a dense mask (no flex_attention without torch.compile): slower than 'L'")
+t_model = time.time()
 num_params = sum(p.numel() for p in model.parameters())
 flops_per_token = model.flops_per_token()
 print(f"model: depth {DEPTH}, width {model_dim}, heads {config.n_head}, windows {model.windows}, "
@@ -422,6 +424,8 @@ optimizer = build_optimizer(model)
 train_model = torch.compile(model, dynamic=False) if USE_COMPILE else model
 train_loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train", device=device, seed=SEED)
 x, y, epoch = next(train_loader)
+print(f"startup: tokenizer {t_tokenizer - t_start:.1f}s | model and attention masks {t_model - t_tokenizer:.1f}s | "
+      f"optimizer and first batch {time.time() - t_model:.1f}s", flush=True)
 peak = peak_flops()
 print(f"budget {TIME_BUDGET}s | {TOTAL_BATCH_SIZE:,} tokens/step in {grad_accum_steps} passes of "
       f"{DEVICE_BATCH_SIZE}x{MAX_SEQ_LEN}", flush=True)

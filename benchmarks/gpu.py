@@ -53,10 +53,14 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--before", help="a reference train.py to measure beside the current one")
     p.add_argument("--out", help="folder for the logs")
+    p.add_argument("--only", default="cold,warm,L", help="which of our runs: cold, warm, L (comma-separated)")
     args = p.parse_args()
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
     ours = (ROOT / "train.py").read_text()
-    plan = [("ours, cold cache", ours, "ours"), ("ours, warm cache", ours, "ours"),
-            ("ours, window L", with_pattern(ours, "L"), "ours")]
+    runs = {"cold": ("ours, cold cache", ours, "ours"), "warm": ("ours, warm cache", ours, "ours"),
+            "L": ("ours, window L", with_pattern(ours, "L"), "ours")}
+    plan = [runs[name] for name in args.only.split(",")]
     if args.before:
         plan.append(("before, cold cache", Path(args.before).read_text(), "before"))
     rows = []
@@ -66,6 +70,8 @@ def main():
             summary = run(f"run{i}", text, tmp / f"inductor-{cache}", tmp, args.out)
             if summary:
                 rows.append((name, summary))
+                print(next((ln for ln in (Path(args.out or tmp) / f"run{i}.log").read_text().splitlines()
+                            if ln.startswith("startup:")), "") if args.out else "", flush=True)
                 print(f"{name}: " + json.dumps({k: summary.get(k) for k in KEYS + ['fixed_seconds']}), flush=True)
     device = rows[0][1].get("device", "?") if rows else "?"
     print(f"\n{device}; budget {rows[0][1]['training_seconds'] if rows else '?'} s of training per run")
