@@ -46,3 +46,18 @@ def probe_device(workdir: Path, env: dict) -> str:
     if out.returncode != 0:
         raise LabError(f"could not start Python with torch in {workdir}: {out.stderr.strip().splitlines()[-1:]}")
     return out.stdout.strip()
+
+
+def load_prepare():
+    """The repository's prepare.py as the module `prepare` (the one already imported, if it is that
+    file), for the parts of the lab that display what the harness made."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[1] / "prepare.py"
+    module = sys.modules.get("prepare")
+    if module is not None and Path(getattr(module, "__file__", "")).resolve() == path:
+        return module
+    spec = importlib.util.spec_from_file_location("prepare", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["prepare"] = module
+    spec.loader.exec_module(module)
+    return module
