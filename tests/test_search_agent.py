@@ -78,7 +78,7 @@ def test_only_the_moved_lines_change_and_the_file_compiles(profile):
 def test_description_names_the_old_and_new_values():
     proposal = propose(0)
     before, after = values_of(TRAIN_PY), values_of(proposal.train_py)
-    for part in HASH.sub("", proposal.description).split(", "):
+    for part in re.split(r", (?=[A-Z][A-Z0-9_]* )", HASH.sub("", proposal.description)):  # tuples hold ", "
         if " -> " in part:
             name = part.split(" ")[0]
             assert str(before[name]).replace("'", '"') in part or repr(before[name]) in part
