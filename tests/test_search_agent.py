@@ -114,22 +114,22 @@ def test_a_kept_direction_is_favoured():
 
     def increases(history):
         count = 0
-        for seed in range(40):
+        for seed in range(200):  # enough draws that the test does not hinge on a few of them
             proposal = propose(seed, history, train_py=train_py)
             match = re.search(r"MATRIX_LR (\S+) -> ([0-9.e-]+)", proposal.description)
             count += bool(match and float(match.group(2)) > float(match.group(1)))
         return count
 
     with_keep, without = increases(kept), increases([])
-    assert with_keep >= 8 and with_keep >= 3 * max(without, 1)
+    assert with_keep >= 2 * max(without, 5)
 
 
 def test_discarded_directions_are_sampled_less():
     bad = [row(f"WARMUP_RATIO 0.0 -> {v} [s:0000000{i}]", "discard") for i, v in enumerate((0.02, 0.05, 0.1))]
     bad = bad * 3
-    hits = sum("WARMUP_RATIO" in propose(seed, bad).description for seed in range(60))
-    base = sum("WARMUP_RATIO" in propose(seed).description for seed in range(60))
-    assert hits < base
+    hits = sum("WARMUP_RATIO" in propose(seed, bad).description for seed in range(300))
+    base = sum("WARMUP_RATIO" in propose(seed).description for seed in range(300))
+    assert base >= 10 and hits < base / 2
 
 
 def test_batch_moves_keep_train_py_assert_true():
