@@ -445,6 +445,14 @@ class _Packer:
         return epoch
 
 
+def to_device(cpu, device):
+    """A host tensor onto the device. On CUDA through pinned memory and without blocking: a plain
+    copy would first wait for all queued GPU work, leaving the GPU idle while the next is launched."""
+    if device.type != "cuda":
+        return cpu.to(device)
+    return cpu.pin_memory().to(device, non_blocking=True)
+
+
 def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None, seed=0):
     """Endless batches (inputs, targets, epoch): B rows of T tokens, each row starting with BOS.
 
@@ -461,14 +469,10 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None, seed=
             return np.arange(n_docs)
     buffer_size = max(1, min(buffer_size, n_docs // 4))  # a small corpus: keep epochs apart
     packer = _Packer(tokens, offsets, tokenizer.get_bos_token_id(), order_fn, buffer_size)
-    use_pin = device.type == "cuda"
     while True:
         batch = np.empty((B, T + 1), dtype=np.int64)
         epoch = min(packer.fill(row) for row in batch)
-        cpu = torch.from_numpy(batch)
-        if use_pin:
-            cpu = cpu.pin_memory()
-        gpu = cpu.to(device, non_blocking=use_pin)
+        gpu = to_device(torch.from_numpy(batch), device)
         yield gpu[:, :-1].contiguous(), gpu[:, 1:].contiguous(), epoch
 
 
@@ -518,7 +522,7 @@ def evaluate_bpb(model, tokenizer, batch_size):
     total_bytes = torch.zeros((), dtype=torch.int64, device=device)
     t0 = time.time()
     for i in range(0, len(rows), batch_size):
-        batch = rows[i:i + batch_size].to(device)
+        batch = to_device(rows[i:i + batch_size], device)
         x, y = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
         loss = model(x, y, reduction="none").view(-1).double()
         nbytes = token_bytes[y.reshape(-1)]

@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prepare import MAX_SEQ_LEN, PROFILE, TIME_BUDGET, Tokenizer, best_device, evaluate_bpb, make_dataloader
+from prepare import (MAX_SEQ_LEN, PROFILE, TIME_BUDGET, Tokenizer, best_device, evaluate_bpb, make_dataloader,
+                     to_device)
 
 # ---------------------------------------------------------------------------
 # Hyperparameters (edit these directly, no CLI flags needed)
@@ -63,11 +64,13 @@ def banner(message):
 device = best_device()
 ON_CUDA = device.type == "cuda"
 USE_BF16 = ON_CUDA and torch.cuda.is_bf16_supported()
-USE_COMPILE = ON_CUDA and os.environ.get("AUTORESEARCH_COMPILE", "1") != "0"
+# torch.compile: on by default on CUDA only; AUTORESEARCH_COMPILE=0 turns it off, =1 on everywhere
+USE_COMPILE = os.environ.get("AUTORESEARCH_COMPILE", "1" if ON_CUDA else "0") != "0"
 if not USE_BF16:
     banner(f"fp32 on {device.type}: no bf16 autocast ({'this GPU lacks bf16' if ON_CUDA else 'bf16 is slow off CUDA'})")
 if not USE_COMPILE:
-    banner(f"no torch.compile on {device.type}: {'disabled by AUTORESEARCH_COMPILE=0' if ON_CUDA else 'compiling costs more than it saves in a short budget'}")
+    banner(f"no torch.compile on {device.type}: {'disabled by AUTORESEARCH_COMPILE=0' if ON_CUDA else 'compiling costs more than it saves in a short budget (AUTORESEARCH_COMPILE=1 forces it)'}")
+USE_FLEX = USE_COMPILE and ON_CUDA  # flex_attention has no backward pass on the CPU
 autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=USE_BF16)
 COMPUTE_DTYPE = torch.bfloat16 if USE_BF16 else torch.float32  # activations; parameters stay fp32
 if ON_CUDA:
@@ -107,10 +110,10 @@ def rotate(x, cos, sin):
 
 def window_attention(window, T):
     """An attention function for a causal window of `window` tokens. Full windows use SDPA's causal
-    kernel; short ones use flex_attention under torch.compile, else SDPA with an explicit mask."""
+    kernel; short ones use flex_attention when compiled on CUDA, else SDPA with an explicit mask."""
     if window >= T:
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if USE_COMPILE:
+    if USE_FLEX:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         block_mask = create_block_mask(lambda b, h, q, kv: (q >= kv) & (q - kv < window), None, None, T, T,
                                        device=device)
@@ -301,16 +304,17 @@ class MuonAdamW:
                     shape = list(state["momentum"].shape)
                     shape[-1 if shape[-2] >= shape[-1] else -2] = 1
                     state["second"] = torch.zeros(shape, device=params[0].device)
-                    state["hyper"] = torch.zeros(3, device=params[0].device)
-                state["hyper"].copy_(torch.tensor([group["lr"], group["momentum"], group["weight_decay"]]))
+                # to_device copies without waiting for the backward pass to finish on the GPU
+                hyper = to_device(torch.tensor([group["lr"], group["momentum"], group["weight_decay"]]),
+                                  params[0].device)
                 try:
-                    self.muon_step(params, state["momentum"], state["second"], state["hyper"])
+                    self.muon_step(params, state["momentum"], state["second"], hyper)
                 except Exception as e:  # a compiler failure must not cost the experiment: fall back, loudly
                     if self.muon_step is muon_update:
                         raise
                     banner(f"compiled Muon step failed ({type(e).__name__}): running it eagerly")
                     self.muon_step = muon_update
-                    self.muon_step(params, state["momentum"], state["second"], state["hyper"])
+                    self.muon_step(params, state["momentum"], state["second"], hyper)
                 continue
             beta1, beta2 = group["betas"]
             for p in params:
@@ -407,10 +411,11 @@ config = GPTConfig(sequence_len=MAX_SEQ_LEN, vocab_size=tokenizer.get_vocab_size
 with torch.device(device):
     model = GPT(config)
 model.init_weights()
+attention_by_window = {w: window_attention(w, MAX_SEQ_LEN) for w in set(model.windows)}  # one mask per window
 for block, window in zip(model.blocks, model.windows):
-    block.attn.attend = window_attention(window, MAX_SEQ_LEN)
-if not USE_COMPILE and any(w < MAX_SEQ_LEN for w in model.windows):
-    banner("short windows through a dense mask (no flex_attention without torch.compile): slower than 'L'")
+    block.attn.attend = attention_by_window[window]
+if not USE_FLEX and any(w < MAX_SEQ_LEN for w in model.windows):
+    banner("short windows through a dense mask (flex_attention needs torch.compile and CUDA): slower than 'L'")
 t_model = time.time()
 num_params = sum(p.numel() for p in model.parameters())
 flops_per_token = model.flops_per_token()
@@ -430,40 +435,51 @@ peak = peak_flops()
 print(f"budget {TIME_BUDGET}s | {TOTAL_BATCH_SIZE:,} tokens/step in {grad_accum_steps} passes of "
       f"{DEVICE_BATCH_SIZE}x{MAX_SEQ_LEN}", flush=True)
 
+
+def report(s, loss, dt, progress, epoch):
+    """The progress line of step s. Reading its loss waits for the device to finish that step, so the
+    loop reads each loss one step late, with the next step already queued: the GPU never idles."""
+    global smooth_loss
+    loss_value = loss.item()
+    if not math.isfinite(loss_value) or loss_value > 100:  # NaN > 100 is False: check finiteness too
+        print(f"FAIL: training diverged at step {s} (loss {loss_value})", flush=True)
+        raise SystemExit(1)
+    smooth_loss = 0.9 * smooth_loss + 0.1 * loss_value
+    shown_loss = smooth_loss / (1 - 0.9 ** (s + 1))
+    tokens_per_s = TOTAL_BATCH_SIZE / dt
+    mfu = f"{100 * flops_per_token * tokens_per_s / peak:.1f}%" if peak else "n/a"
+    left = max(0.0, TIME_BUDGET - training_time)
+    print(f"step {s:05d} | {100 * progress:5.1f}% | loss {shown_loss:.6f} | lr {lr_multiplier(progress):.2f} | "
+          f"dt {dt * 1000:.0f}ms | {tokens_per_s:,.0f} tok/s | mfu {mfu} | epoch {epoch} | {left:.0f}s left", flush=True)
+
+
 step, training_time, smooth_loss = 0, 0.0, 0.0
+pending = None  # (step, loss on the device, dt, progress, epoch) of the step not yet reported
 t_loop = time.time()
 while True:
-    if ON_CUDA:
-        torch.cuda.synchronize()
+    # no synchronization here: a step's time runs from the end of the last one to when the step
+    # before it has finished on the device, which in steady state is one step of device time
     t0 = time.time()
-    for _ in range(grad_accum_steps):
-        with autocast:
-            loss = train_model(x, y)
-        train_loss = loss.detach()
-        (loss / grad_accum_steps).backward()
-        x, y, epoch = next(train_loader)
     progress = min(training_time / TIME_BUDGET, 1.0)
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * lr_multiplier(progress)
         if group["kind"] == "muon":
             group["momentum"] = 0.85 + 0.10 * min(step / 300, 1.0)  # momentum warms up from 0.85 to 0.95
             group["weight_decay"] = WEIGHT_DECAY * (1 - progress)
+    for _ in range(grad_accum_steps):
+        with autocast:
+            loss = train_model(x, y)
+        train_loss = loss.detach()
+        (loss / grad_accum_steps).backward()
+        x, y, epoch = next(train_loader)
     optimizer.step()
     model.zero_grad(set_to_none=True)
-    loss_value = train_loss.item()
-    if not math.isfinite(loss_value) or loss_value > 100:  # NaN > 100 is False: check finiteness too
-        print(f"FAIL: training diverged at step {step} (loss {loss_value})", flush=True)
-        raise SystemExit(1)
+    if pending:
+        report(*pending)
     dt = time.time() - t0
     if step >= UNTIMED_STEPS:
         training_time += dt
-    smooth_loss = 0.9 * smooth_loss + 0.1 * loss_value
-    shown_loss = smooth_loss / (1 - 0.9 ** (step + 1))
-    tokens_per_s = TOTAL_BATCH_SIZE / dt
-    mfu = f"{100 * flops_per_token * tokens_per_s / peak:.1f}%" if peak else "n/a"
-    left = max(0.0, TIME_BUDGET - training_time)
-    print(f"step {step:05d} | {100 * progress:5.1f}% | loss {shown_loss:.6f} | lr {lr_multiplier(progress):.2f} | "
-          f"dt {dt * 1000:.0f}ms | {tokens_per_s:,.0f} tok/s | mfu {mfu} | epoch {epoch} | {left:.0f}s left", flush=True)
+    pending = (step, train_loss, dt, progress, epoch)
     step += 1
     if step == 1:
         first_step_seconds = dt  # mostly compilation on CUDA
@@ -472,6 +488,9 @@ while True:
         gc.disable()
     if step > UNTIMED_STEPS and training_time >= TIME_BUDGET:
         break
+t_drain = time.time()
+report(*pending)  # waits for the last step
+training_time += time.time() - t_drain
 
 timed_steps = step - UNTIMED_STEPS
 total_tokens = step * TOTAL_BATCH_SIZE

@@ -92,3 +92,28 @@ def test_a_train_py_written_for_the_original_harness_still_works(tiny_cache, tmp
     assert out.returncode == 0, out.stderr[-3000:]
     match = re.search(r"val_bpb: ([\d.]+) budget 4", out.stdout)
     assert match and 0 < float(match.group(1)) < 20
+
+
+def test_the_compiled_path_with_short_windows_trains_and_evaluates_like_the_eager_model(tiny_cache, tmp_path):
+    """Most of what CUDA runs by default (torch.compile of the model with a short window, the compiled
+    Muon step, evaluation through the compiled model), forced on the CPU with AUTORESEARCH_COMPILE=1;
+    the compiled evaluation must agree with the eager model's on the same weights. (flex_attention
+    itself stays CUDA-only: it has no backward pass on the CPU.)"""
+    shutil.copy(ROOT / "prepare.py", tmp_path)
+    source = (ROOT / "train.py").read_text()
+    variant = re.sub(r"^WINDOW_PATTERN = .*$", 'WINDOW_PATTERN = "SL"', source, flags=re.M)
+    marker = "t_end = time.time()\n"
+    assert variant != source and marker in variant
+    variant = variant.replace(marker, marker + 'print(f"eager val_bpb: {evaluate_bpb(model, tokenizer, 7):.6f}")\n', 1)
+    (tmp_path / "train.py").write_text(variant)
+    env = python_env(tiny_cache, AUTORESEARCH_COMPILE="1", TORCHINDUCTOR_CACHE_DIR=tmp_path / "inductor")
+    out = run_script(tmp_path / "train.py", tmp_path, env, timeout=540)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "no torch.compile" not in out.stdout and "compiled Muon step failed" not in out.stdout
+    assert re.search(r"^model: .* windows \[128, 256\]", out.stdout, re.M)  # a short window is in effect
+    values = {k: v.strip() for k, v in summary(out.stdout).items()}
+    progress = [PROGRESS.match(line) for line in out.stdout.splitlines() if line.startswith("step ")]
+    assert [int(m.group(1)) for m in progress] == list(range(int(values["num_steps"])))
+    assert float(values["first_step_seconds"]) > 0
+    compiled, eager = float(values["val_bpb"]), float(re.search(r"eager val_bpb: ([\d.]+)", out.stdout).group(1))
+    assert abs(compiled - eager) < 1e-3 * eager, (compiled, eager)
