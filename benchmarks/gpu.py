@@ -3,7 +3,14 @@ experiment, peak memory and val_bpb, with a cold and a warm compile cache, besid
 train.py, in one process on one card. Prepares nothing: point AUTORESEARCH_CACHE at a prepared cache
 (carried to the GPU machine), prepared with a short --time-budget.
 
-    python benchmarks/gpu.py [--before OLD_TRAIN_PY] [--out DIR]
+    python benchmarks/gpu.py [--before OLD_TRAIN_PY] [--out DIR] [--only cold,warm,L,check,big]
+                             [--big-cache DIR]
+
+Runs: cold and warm compile cache; window pattern L; "check", which counts host-device
+synchronizations per training step and also evaluates the trained weights through the eager model
+(the compiled evaluation must agree); "big", a run on
+another prepared cache (--big-cache, e.g. the Python source with site-packages), warm cache.
+benchmarks/gpu_session.sh wraps all of it into one call on a GPU machine.
 """
 import argparse
 import json
@@ -21,7 +28,7 @@ KEYS = ["val_bpb", "training_seconds", "tokens_per_s", "mfu_percent", "peak_vram
         "eval_seconds", "num_steps"]
 
 
-def run(name, train_text, compile_cache, workdir, out_dir):
+def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None):
     """One train.py run in its own folder; returns the summary plus the wall time seen from outside."""
     folder = workdir / name
     folder.mkdir()
@@ -29,6 +36,8 @@ def run(name, train_text, compile_cache, workdir, out_dir):
     (folder / "train.py").write_text(train_text)
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(compile_cache), AUTORESEARCH_RESULT=str(folder / "r.json"),
                PYTHONUNBUFFERED="1")
+    if data_cache:
+        env["AUTORESEARCH_CACHE"] = str(data_cache)
     t0 = time.time()
     out = subprocess.run([sys.executable, "train.py"], cwd=folder, env=env, capture_output=True, text=True)
     wall = time.time() - t0
@@ -42,6 +51,10 @@ def run(name, train_text, compile_cache, workdir, out_dir):
     summary["wall_seconds"] = f"{wall:.1f}"
     summary["fixed_seconds"] = f"{wall - float(summary['training_seconds']):.1f}"
     summary["eval_tokens"] = json.loads((folder / "r.json").read_text())["eval_tokens"]
+    eager = re.search(r"^eager val_bpb: ([\d.]+)", out.stdout, re.M)
+    if eager:  # the checks run: the eager model's val_bpb, and synchronizations per training step
+        syncs = out.stderr.count("called a synchronizing CUDA operation")
+        summary["val_bpb"] += f" (eager {eager.group(1)}; {syncs / (int(summary['num_steps']) - 1):.1f} syncs/step)"
     return summary
 
 
@@ -49,25 +62,47 @@ def with_pattern(text, pattern):
     return re.sub(r"^WINDOW_PATTERN = .*$", f'WINDOW_PATTERN = "{pattern}"', text, flags=re.M)
 
 
+def with_checks(text):
+    """train.py that reports every host-device synchronization of its training steps from the second
+    on (CUDA's sync debug mode), and evaluates its trained weights through the eager model too."""
+    start, stop = "        gc.disable()\n", "t_eval = time.time()\n"
+    assert start in text and stop in text, "train.py changed: update with_checks"
+    audit = ('        import warnings\n        warnings.simplefilter("always")\n'
+             '        if ON_CUDA:\n            torch.cuda.set_sync_debug_mode("warn")\n')
+    text = text.replace(start, start + audit, 1).replace(stop, "if ON_CUDA:\n    torch.cuda.set_sync_debug_mode(0)\n" + stop, 1)
+    return text + ('\nwith autocast:\n'
+                   '    print(f"eager val_bpb: {evaluate_bpb(model, tokenizer, FINAL_EVAL_BATCH_SIZE):.6f}")\n')
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--before", help="a reference train.py to measure beside the current one")
     p.add_argument("--out", help="folder for the logs")
-    p.add_argument("--only", default="cold,warm,L", help="which of our runs: cold, warm, L (comma-separated)")
+    p.add_argument("--only", default="cold,warm,L", help="which of our runs: cold, warm, L, check, big "
+                                                               "(comma-separated, in this order)")
+    p.add_argument("--big-cache", help="the prepared cache of the 'big' run")
+    p.add_argument("--compile-cache", help="folder for the compile caches, kept across calls "
+                                           "(default: a temporary one, so the first run is cold)")
     args = p.parse_args()
+    if "big" in args.only.split(",") and not args.big_cache:
+        p.error("the 'big' run needs --big-cache DIR")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     ours = (ROOT / "train.py").read_text()
-    runs = {"cold": ("ours, cold cache", ours, "ours"), "warm": ("ours, warm cache", ours, "ours"),
-            "L": ("ours, window L", with_pattern(ours, "L"), "ours")}
+    # name: (label, train.py text, compile cache, data cache or None for AUTORESEARCH_CACHE)
+    runs = {"cold": ("ours, cold cache", ours, "ours", None), "warm": ("ours, warm cache", ours, "ours", None),
+            "L": ("ours, window L", with_pattern(ours, "L"), "ours", None),
+            "check": ("ours, checks (timings perturbed)", with_checks(ours), "ours", None),
+            "big": ("ours, big corpus, warm cache", ours, "ours", args.big_cache)}
     plan = [runs[name] for name in args.only.split(",")]
     if args.before:
-        plan.append(("before, cold cache", Path(args.before).read_text(), "before"))
+        plan.append(("before, cold cache", Path(args.before).read_text(), "before", None))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for i, (name, text, cache) in enumerate(plan):
-            summary = run(f"run{i}", text, tmp / f"inductor-{cache}", tmp, args.out)
+        compile_root = Path(args.compile_cache) if args.compile_cache else tmp
+        for i, (name, text, cache, data) in enumerate(plan):
+            summary = run(f"run{i}", text, compile_root / f"inductor-{cache}", tmp, args.out, data)
             if summary:
                 rows.append((name, summary))
                 print(next((ln for ln in (Path(args.out or tmp) / f"run{i}.log").read_text().splitlines()

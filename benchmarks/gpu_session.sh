@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The GPU measurements of benchmarks/README.md, for a machine with one NVIDIA GPU and no network.
+#
+#   bash benchmarks/gpu_session.sh speed    # attention kernels, then cold and warm compile cache beside
+#                                           # a reference train.py (~6 min)
+#   bash benchmarks/gpu_session.sh corpus   # the big offline corpus prepared there, a run on it, and
+#                                           # the checks run: syncs per step, eager evaluation (~5 min)
+#
+# What it expects beside the checkout (both kept out of git):
+#   .device/cache_h100_30      an h100-profile cache prepared beforehand with
+#       AUTORESEARCH_CACHE=.device/cache_h100_30 uv run prepare.py --profile h100 --time-budget 30 --eval-tokens 262144
+#   .device/reference_train.py the train.py to measure beside the current one, e.g.
+#       git show c566324:train.py > .device/reference_train.py    (before the host-sync changes)
+#   .whl/                      wheels that machine's Python lacks (rustbpe, to train the big corpus's tokenizer)
+# Logs and tables go to $OUT (default /tmp/gpu_session); compile caches stay in /tmp/gpu_compile, so a
+# second call on the same machine starts warm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/gpu_session}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+if compgen -G ".whl/*.whl" > /dev/null; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export AUTORESEARCH_CACHE=${AUTORESEARCH_CACHE:-.device/cache_h100_30}
+BIG=/tmp/cache_big
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+
+case "${1:-speed}" in
+  speed)
+    $PY benchmarks/attention.py | tee "$OUT/attention.md"
+    $PY benchmarks/gpu.py --only cold,warm --before .device/reference_train.py --compile-cache /tmp/gpu_compile \
+      --out "$OUT" | tee "$OUT/speed.md"
+    ;;
+  corpus)
+    start=$(date +%s)
+    AUTORESEARCH_CACHE=$BIG $PY prepare.py --source python --include-site-packages --profile h100 \
+      --time-budget 30 --eval-tokens 262144 > "$OUT/prepare_big.log" 2>&1 || { tail -20 "$OUT/prepare_big.log"; exit 1; }
+    grep -E "^(documents|tokenizer|tokens|prepared):" "$OUT/prepare_big.log" | tee "$OUT/corpus.md"
+    echo "prepare wall seconds: $(( $(date +%s) - start ))" | tee -a "$OUT/corpus.md"
+    $PY benchmarks/gpu.py --only big,check --big-cache $BIG --compile-cache /tmp/gpu_compile --out "$OUT" \
+      | tee -a "$OUT/corpus.md"
+    ;;
+  *)
+    echo "usage: bash benchmarks/gpu_session.sh speed|corpus" >&2
+    exit 2
+    ;;
+esac
