@@ -19,6 +19,15 @@ def cache_dir(cache=None) -> Path:
     return Path(cache or os.environ.get("AUTORESEARCH_CACHE", "~/.cache/autoresearch")).expanduser().resolve()
 
 
+def compile_cache_dir() -> Path:
+    """Where torch.compile keeps its kernels between experiments: TORCHINDUCTOR_CACHE_DIR if set, else
+    a folder beside the data cache's default home that, unlike torch's own default in /tmp, survives
+    a reboot. A warm one saves most of the compile time of every experiment after the first."""
+    if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "autoresearch-compile"
+
+
 def read_manifest(cache=None) -> dict:
     """The cache's manifest; a missing or broken cache is a LabError naming the command that fixes it."""
     directory = cache_dir(cache)

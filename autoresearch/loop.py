@@ -107,7 +107,8 @@ class Lab:
         self.display = display or Display(budget=self.budget)
         self.stopping = False
         self.pause = pause  # seconds to wait when the agent's service is down, before asking again
-        self.env = {"AUTORESEARCH_CACHE": self.state["cache"], "AUTORESEARCH_SEED": str(seed)}
+        self.env = {"AUTORESEARCH_CACHE": self.state["cache"], "AUTORESEARCH_SEED": str(seed),
+                    "TORCHINDUCTOR_CACHE_DIR": str(harness.compile_cache_dir())}
         self.device = None
 
     # --- helpers -------------------------------------------------------------------------------

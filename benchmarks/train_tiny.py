@@ -57,6 +57,10 @@ def main():
     print(f"| unigram val_bpb | {unigram_bpb():.4f} |")
     print(f"| total seconds | {statistics.median(float(r[0]['total_seconds']) for r in rows):.1f} |")
     print(f"| steps | {first['num_steps']} | \n| params | {first['num_params_M']} M |")
+    print("\n| seed | first step s | training tokens/s | total s | val_bpb |\n| --- | --- | --- | --- | --- |")
+    for seed, (summary, result) in enumerate(rows, start=42):
+        print(f"| {seed} | {summary['first_step_seconds']} | {float(summary['tokens_per_s']):,.0f} | "
+              f"{summary['total_seconds']} | {result['val_bpb']:.4f} |")
 
 
 if __name__ == "__main__":

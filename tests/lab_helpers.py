@@ -29,6 +29,7 @@ CALL_EVAL = True
 TOUCH_PREPARE = False
 
 print("secret visible:", any(k in os.environ for k in ("ANTHROPIC_API_KEY", "MY_SECRET_TOKEN")), flush=True)
+print("compile cache:", os.environ.get("TORCHINDUCTOR_CACHE_DIR"), flush=True)
 print(f"step 00000 |   0.0% | loss 8.000000 | lr 1.00 | dt 1ms | 1,000 tok/s | mfu n/a | epoch 0 | 1s left", flush=True)
 time.sleep(SLEEP)
 if CRASH:

@@ -139,6 +139,20 @@ def test_secrets_never_reach_train_py(repo, tmp_path, monkeypatch):
     assert "secret visible: False" in log and "sk-ant" not in log
 
 
+def test_every_experiment_shares_one_compile_cache_that_outlives_tmp(repo, tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    lab = new_lab(repo)
+    lab.run(ReplayAgent(write_replay(tmp_path / "r.jsonl", [{"description": "better", "train_py": variant(WEIGHT=1.0)}])))
+    logs = sorted((lab.workdir / "logs").glob("*.log"))
+    assert len(logs) == 2
+    for log in logs:
+        assert f"compile cache: {tmp_path / 'xdg' / 'autoresearch-compile'}" in log.read_text()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's choice wins
+    lab = Lab(lab.workdir, display=Quiet())
+    assert lab.env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
 def test_init_refuses_an_existing_tag_and_a_missing_cache(repo, tmp_path):
     init_run(repo, "dup")
     with pytest.raises(LabError, match="exists already"):
