@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurements of benchmarks/README.md, for a machine with one NVIDIA GPU and no network.
 #
+#   bash benchmarks/gpu_session.sh carry    # here, with network, first: builds .device/ and .whl/ below
 #   bash benchmarks/gpu_session.sh speed    # attention kernels, then cold and warm compile cache beside
 #                                           # a reference train.py (~6 min)
 #   bash benchmarks/gpu_session.sh corpus   # the big offline corpus prepared there, a run on it, and
@@ -25,9 +26,20 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export AUTORESEARCH_CACHE=${AUTORESEARCH_CACHE:-.device/cache_h100_30}
 BIG=/tmp/cache_big
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+if [ "${1:-speed}" != carry ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+fi
 
 case "${1:-speed}" in
+  carry)
+    mkdir -p .device .whl
+    uv run prepare.py --source python --profile h100 --time-budget 30 --eval-tokens 262144
+    git show "${REFERENCE:-c566324}:train.py" > .device/reference_train.py
+    python3 -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
+      --platform manylinux2014_x86_64 -d .whl rustbpe
+    du -sh .device .whl
+    echo 'now: run with carry [".device", ".whl"] and command: OUT=$OUT bash benchmarks/gpu_session.sh speed'
+    ;;
   speed)
     $PY benchmarks/attention.py | tee "$OUT/attention.md"
     $PY benchmarks/gpu.py --only cold,warm --before .device/reference_train.py --compile-cache /tmp/gpu_compile \
@@ -43,7 +55,7 @@ case "${1:-speed}" in
       | tee -a "$OUT/corpus.md"
     ;;
   *)
-    echo "usage: bash benchmarks/gpu_session.sh speed|corpus" >&2
+    echo "usage: bash benchmarks/gpu_session.sh carry|speed|corpus" >&2
     exit 2
     ;;
 esac
