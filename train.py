@@ -436,6 +436,44 @@ print(f"budget {TIME_BUDGET}s | {TOTAL_BATCH_SIZE:,} tokens/step in {grad_accum_
       f"{DEVICE_BATCH_SIZE}x{MAX_SEQ_LEN}", flush=True)
 
 
+def run_eagerly(error):
+    """After the compiled model failed to compile or run: the eager model from here on, with dense
+    masks in place of flex_attention (which materializes every score when not compiled)."""
+    global USE_FLEX
+    lines = str(error).strip().splitlines()
+    banner(f"the compiled model failed ({type(error).__name__}: {lines[0][:200] if lines else ''}): "
+           "running eagerly, slower (AUTORESEARCH_COMPILE=0 skips the attempt)")
+    if USE_FLEX:
+        USE_FLEX = False
+        dense = {w: window_attention(w, MAX_SEQ_LEN) for w in set(model.windows)}
+        for block, window in zip(model.blocks, model.windows):
+            block.attn.attend = dense[window]
+    model.zero_grad(set_to_none=True)  # drop what a half-done pass accumulated
+    return model
+
+
+def compiled_or_eager(fn):
+    """fn(train_model); should the compiled model fail (a compiler missing or broken, an unsupported
+    GPU), once more and from then on with the eager model: a compiler failure must not cost the
+    experiment. Out-of-memory errors and failures of the eager model itself are raised."""
+    global train_model
+    try:
+        return fn(train_model)
+    except Exception as e:
+        if train_model is model or isinstance(e, torch.OutOfMemoryError):
+            raise
+        train_model = run_eagerly(e)
+        return fn(train_model)
+
+
+def forward_backward(m):
+    """One pass over the current micro-batch; gradients accumulate over grad_accum_steps passes."""
+    with autocast:
+        loss = m(x, y)
+    (loss / grad_accum_steps).backward()
+    return loss.detach()
+
+
 def report(s, loss, dt, progress, epoch):
     """The progress line of step s. Reading its loss waits for the device to finish that step, so the
     loop reads each loss one step late, with the next step already queued: the GPU never idles."""
@@ -467,10 +505,7 @@ while True:
             group["momentum"] = 0.85 + 0.10 * min(step / 300, 1.0)  # momentum warms up from 0.85 to 0.95
             group["weight_decay"] = WEIGHT_DECAY * (1 - progress)
     for _ in range(grad_accum_steps):
-        with autocast:
-            loss = train_model(x, y)
-        train_loss = loss.detach()
-        (loss / grad_accum_steps).backward()
+        train_loss = compiled_or_eager(forward_backward)
         x, y, epoch = next(train_loader)
     optimizer.step()
     model.zero_grad(set_to_none=True)
@@ -496,7 +531,7 @@ timed_steps = step - UNTIMED_STEPS
 total_tokens = step * TOTAL_BATCH_SIZE
 t_eval = time.time()
 with autocast:  # through the compiled model: eager flex_attention would materialize every score
-    val_bpb = evaluate_bpb(train_model, tokenizer, FINAL_EVAL_BATCH_SIZE)
+    val_bpb = compiled_or_eager(lambda m: evaluate_bpb(m, tokenizer, FINAL_EVAL_BATCH_SIZE))
 t_end = time.time()
 steady_tokens_per_s = timed_steps * TOTAL_BATCH_SIZE / training_time if training_time > 0 else 0.0
 mfu_percent = f"{100 * flops_per_token * steady_tokens_per_s / peak:.2f}" if peak else "n/a"

@@ -117,3 +117,21 @@ def test_the_compiled_path_with_short_windows_trains_and_evaluates_like_the_eage
     assert float(values["first_step_seconds"]) > 0
     compiled, eager = float(values["val_bpb"]), float(re.search(r"eager val_bpb: ([\d.]+)", out.stdout).group(1))
     assert abs(compiled - eager) < 1e-3 * eager, (compiled, eager)
+
+
+def test_a_broken_compiler_costs_speed_not_the_experiment(tiny_cache, tmp_path):
+    """torch.compile asked for, but the C++ compiler it needs is missing (CXX names none): train.py
+    says so loudly, trains and evaluates the eager model, and reports a result."""
+    shutil.copy(ROOT / "prepare.py", tmp_path)
+    shutil.copy(ROOT / "train.py", tmp_path)
+    env = python_env(tiny_cache, AUTORESEARCH_COMPILE="1", CXX=tmp_path / "no-such-c++",
+                     TORCHINDUCTOR_CACHE_DIR=tmp_path / "inductor")
+    out = run_script(tmp_path / "train.py", tmp_path, env, timeout=540)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "no torch.compile" not in out.stdout  # compile was attempted
+    assert re.search(r"^!! the compiled model failed \(.+\): running eagerly, slower \(AUTORESEARCH_COMPILE=0", out.stdout, re.M)
+    assert "compiled Muon step failed" in out.stdout
+    values = {k: v.strip() for k, v in summary(out.stdout).items()}
+    progress = [PROGRESS.match(line) for line in out.stdout.splitlines() if line.startswith("step ")]
+    assert [int(m.group(1)) for m in progress] == list(range(int(values["num_steps"])))
+    assert 0 < float(values["val_bpb"]) < 5  # trained: the unigram model is at ~3.5 on this cache
