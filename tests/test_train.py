@@ -1,4 +1,5 @@
-"""train.py end to end as a subprocess against the tiny cache (a 4-second budget): on the CPU, and on CUDA where a GPU is present.
+"""train.py end to end as a subprocess against the tiny cache (a 4-second budget): on the CPU, and
+on CUDA where a GPU is present.
 Run: uv run pytest tests/test_train.py"""
 import json
 import math
