@@ -411,9 +411,16 @@ config = GPTConfig(sequence_len=MAX_SEQ_LEN, vocab_size=tokenizer.get_vocab_size
 with torch.device(device):
     model = GPT(config)
 model.init_weights()
-attention_by_window = {w: window_attention(w, MAX_SEQ_LEN) for w in set(model.windows)}  # one mask per window
-for block, window in zip(model.blocks, model.windows):
-    block.attn.attend = attention_by_window[window]
+
+
+def attach_attention(model):
+    """Each block's attention function for its window: one mask per distinct window, not per layer."""
+    by_window = {w: window_attention(w, MAX_SEQ_LEN) for w in set(model.windows)}
+    for block, window in zip(model.blocks, model.windows):
+        block.attn.attend = by_window[window]
+
+
+attach_attention(model)
 if not USE_FLEX and any(w < MAX_SEQ_LEN for w in model.windows):
     banner("short windows through a dense mask (flex_attention needs torch.compile and CUDA): slower than 'L'")
 t_model = time.time()
@@ -445,9 +452,7 @@ def run_eagerly(error):
            "running eagerly, slower (AUTORESEARCH_COMPILE=0 skips the attempt)")
     if USE_FLEX:
         USE_FLEX = False
-        dense = {w: window_attention(w, MAX_SEQ_LEN) for w in set(model.windows)}
-        for block, window in zip(model.blocks, model.windows):
-            block.attn.attend = dense[window]
+        attach_attention(model)
     model.zero_grad(set_to_none=True)  # drop what a half-done pass accumulated
     return model
 
@@ -474,11 +479,19 @@ def forward_backward(m):
     return loss.detach()
 
 
-def report(s, loss, dt, progress, epoch):
-    """The progress line of step s. Reading its loss waits for the device to finish that step, so the
-    loop reads each loss one step late, with the next step already queued: the GPU never idles."""
-    global smooth_loss
+def report(s, loss, progress, epoch):
+    """Step s is done: its time, the budget it spends, the divergence check, its progress line. A step's
+    time runs from the end of the step before to its own end. On CUDA and MPS, which queue work, the
+    loop reports each step one step late, with the next one already queued: reading the loss waits for
+    the step to finish, and the device never idles while the host waits."""
+    global smooth_loss, training_time, t_done, first_step_seconds
     loss_value = loss.item()
+    now = time.time()
+    dt, t_done = now - t_done, now
+    if s == 0:
+        first_step_seconds = dt  # mostly compilation when compiled
+    if s >= UNTIMED_STEPS:
+        training_time += dt
     if not math.isfinite(loss_value) or loss_value > 100:  # NaN > 100 is False: check finiteness too
         print(f"FAIL: training diverged at step {s} (loss {loss_value})", flush=True)
         raise SystemExit(1)
@@ -491,13 +504,11 @@ def report(s, loss, dt, progress, epoch):
           f"dt {dt * 1000:.0f}ms | {tokens_per_s:,.0f} tok/s | mfu {mfu} | epoch {epoch} | {left:.0f}s left", flush=True)
 
 
+REPORT_LATE = device.type != "cpu"  # the CPU runs each step to its end before the loop goes on
 step, training_time, smooth_loss = 0, 0.0, 0.0
-pending = None  # (step, loss on the device, dt, progress, epoch) of the step not yet reported
-t_loop = time.time()
+pending = None  # on CUDA and MPS: (step, loss on the device, progress, epoch) of the step not yet reported
+t_loop = t_done = time.time()
 while True:
-    # no synchronization here: a step's time runs from the end of the last one to when the step
-    # before it has finished on the device, which in steady state is one step of device time
-    t0 = time.time()
     progress = min(training_time / TIME_BUDGET, 1.0)
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * lr_multiplier(progress)
@@ -509,23 +520,20 @@ while True:
         x, y, epoch = next(train_loader)
     optimizer.step()
     model.zero_grad(set_to_none=True)
-    if pending:
-        report(*pending)
-    dt = time.time() - t0
-    if step >= UNTIMED_STEPS:
-        training_time += dt
-    pending = (step, train_loss, dt, progress, epoch)
+    done = (step, train_loss, progress, epoch)
+    if REPORT_LATE:
+        done, pending = pending, done
+    if done:
+        report(*done)
     step += 1
     if step == 1:
-        first_step_seconds = dt  # mostly compilation on CUDA
         gc.collect()
         gc.freeze()  # nothing long-lived is made from here on: keep the collector out of the loop
         gc.disable()
     if step > UNTIMED_STEPS and training_time >= TIME_BUDGET:
         break
-t_drain = time.time()
-report(*pending)  # waits for the last step
-training_time += time.time() - t_drain
+if pending:
+    report(*pending)  # waits for the last step
 
 timed_steps = step - UNTIMED_STEPS
 total_tokens = step * TOTAL_BATCH_SIZE

@@ -105,13 +105,16 @@ def test_the_compiled_path_with_short_windows_trains_and_evaluates_like_the_eage
                                                                                         device):
     """What CUDA runs by default: torch.compile of the model with a short window (through flex_attention
     on CUDA; a dense mask on the CPU, where flex_attention has no backward pass), the compiled Muon
-    step, evaluation through the compiled model; on the CPU forced with AUTORESEARCH_COMPILE=1. The
+    step, losses read one step late, evaluation through the compiled model; on the CPU forced with
+    AUTORESEARCH_COMPILE=1 and REPORT_LATE. The
     compiled evaluation must agree with the eager model's on the same weights."""
     shutil.copy(ROOT / "prepare.py", tmp_path)
     source = (ROOT / "train.py").read_text()
     variant = re.sub(r"^WINDOW_PATTERN = .*$", 'WINDOW_PATTERN = "SL"', source, flags=re.M)
+    # the loop as on CUDA: each step's loss read one step late, the last one after the loop
+    variant, late = re.subn(r"^REPORT_LATE = .*$", "REPORT_LATE = True", variant, flags=re.M)
     marker = "t_end = time.time()\n"
-    assert variant != source and marker in variant
+    assert variant != source and late == 1 and marker in variant
     eager = "with autocast:\n    print(f\"eager val_bpb: {evaluate_bpb(model, tokenizer, 7):.6f}\")\n"
     (tmp_path / "train.py").write_text(variant.replace(marker, marker + eager, 1))
     env = python_env(tiny_cache, AUTORESEARCH_COMPILE="1", TORCHINDUCTOR_CACHE_DIR=tmp_path / "inductor",
