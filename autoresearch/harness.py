@@ -21,8 +21,8 @@ def cache_dir(cache=None) -> Path:
 
 def compile_cache_dir() -> Path:
     """Where torch.compile keeps its kernels between experiments: TORCHINDUCTOR_CACHE_DIR if set, else
-    a folder beside the data cache's default home that, unlike torch's own default in /tmp, survives
-    a reboot. A warm one saves most of the compile time of every experiment after the first."""
+    autoresearch-compile in $XDG_CACHE_HOME (default ~/.cache), which, unlike torch's own default in
+    /tmp, survives a reboot. A warm one saves most of the compile time of every later experiment."""
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).expanduser()
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "autoresearch-compile"

@@ -4,12 +4,12 @@ train.py, in one process on one card. Prepares nothing: point AUTORESEARCH_CACHE
 (carried to the GPU machine), prepared with a short --time-budget.
 
     python benchmarks/gpu.py [--before OLD_TRAIN_PY] [--out DIR] [--only cold,warm,L,check,big]
-                             [--big-cache DIR]
+                             [--big-cache DIR] [--compile-cache DIR]
 
 Runs: cold and warm compile cache; window pattern L; "check", which counts host-device
 synchronizations per training step and also evaluates the trained weights through the eager model
-(the compiled evaluation must agree); "big", a run on
-another prepared cache (--big-cache, e.g. the Python source with site-packages), warm cache.
+(the compiled evaluation must agree); "big", a run on another prepared cache (--big-cache, e.g. the
+Python source with site-packages), warm cache.
 benchmarks/gpu_session.sh wraps all of it into one call on a GPU machine.
 """
 import argparse

@@ -143,7 +143,8 @@ def test_every_experiment_shares_one_compile_cache_that_outlives_tmp(repo, tmp_p
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     lab = new_lab(repo)
-    lab.run(ReplayAgent(write_replay(tmp_path / "r.jsonl", [{"description": "better", "train_py": variant(WEIGHT=1.0)}])))
+    proposal = {"description": "better", "train_py": variant(WEIGHT=1.0)}
+    lab.run(ReplayAgent(write_replay(tmp_path / "r.jsonl", [proposal])))
     logs = sorted((lab.workdir / "logs").glob("*.log"))
     assert len(logs) == 2
     for log in logs:

@@ -22,6 +22,11 @@ def summary(stdout):
     return dict(line.split(":", 1) for line in block.strip().splitlines() if ":" in line)
 
 
+def progress_lines(stdout):
+    """The progress lines, parsed (None for one that does not parse)."""
+    return [PROGRESS.match(line) for line in stdout.splitlines() if line.startswith("step ")]
+
+
 def test_tiny_run_prints_the_summary_and_writes_the_result(tiny_cache, tmp_path):
     result = tmp_path / "result.json"
     out = run_script(ROOT / "train.py", ROOT, python_env(tiny_cache, AUTORESEARCH_RESULT=result))
@@ -33,7 +38,7 @@ def test_tiny_run_prints_the_summary_and_writes_the_result(tiny_cache, tmp_path)
     assert values["mfu_percent"] == "n/a"  # no peak figure for a CPU
     assert 4.0 <= float(values["training_seconds"]) < 4.0 + 5
     assert float(values["total_seconds"]) < 4.0 + 60
-    progress = [PROGRESS.match(line) for line in out.stdout.splitlines() if line.startswith("step ")]
+    progress = progress_lines(out.stdout)
     assert progress and all(progress)
     assert [int(m.group(1)) for m in progress] == list(range(len(progress))) == list(range(int(values["num_steps"])))
     assert re.search(r"^provenance: commit \S+ \| torch \S+ \| python \S+ \| device cpu", out.stdout, re.M)
@@ -106,8 +111,8 @@ def test_the_compiled_path_with_short_windows_trains_and_evaluates_like_the_eage
     """What CUDA runs by default: torch.compile of the model with a short window (through flex_attention
     on CUDA; a dense mask on the CPU, where flex_attention has no backward pass), the compiled Muon
     step, losses read one step late, evaluation through the compiled model; on the CPU forced with
-    AUTORESEARCH_COMPILE=1 and REPORT_LATE. The
-    compiled evaluation must agree with the eager model's on the same weights."""
+    AUTORESEARCH_COMPILE=1 and REPORT_LATE. The compiled evaluation must agree with the eager
+    model's on the same weights."""
     shutil.copy(ROOT / "prepare.py", tmp_path)
     source = (ROOT / "train.py").read_text()
     variant = re.sub(r"^WINDOW_PATTERN = .*$", 'WINDOW_PATTERN = "SL"', source, flags=re.M)
@@ -125,8 +130,7 @@ def test_the_compiled_path_with_short_windows_trains_and_evaluates_like_the_eage
     assert re.search(r"^model: .* windows \[128, 256\]", out.stdout, re.M)  # a short window is in effect
     assert ("through a dense mask" in out.stdout) == (device == "cpu")  # flex_attention on CUDA
     values = {k: v.strip() for k, v in summary(out.stdout).items()}
-    progress = [PROGRESS.match(line) for line in out.stdout.splitlines() if line.startswith("step ")]
-    assert [int(m.group(1)) for m in progress] == list(range(int(values["num_steps"])))
+    assert [int(m.group(1)) for m in progress_lines(out.stdout)] == list(range(int(values["num_steps"])))
     assert float(values["first_step_seconds"]) > 0
     compiled, eager = float(values["val_bpb"]), float(re.search(r"eager val_bpb: ([\d.]+)", out.stdout).group(1))
     tolerance = 1e-3 if device == "cpu" else 5e-3  # fp32 on the CPU, bf16 autocast on CUDA
@@ -143,9 +147,9 @@ def test_a_broken_compiler_costs_speed_not_the_experiment(tiny_cache, tmp_path):
     out = run_script(tmp_path / "train.py", tmp_path, env, timeout=540)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "no torch.compile" not in out.stdout  # compile was attempted
-    assert re.search(r"^!! the compiled model failed \(.+\): running eagerly, slower \(AUTORESEARCH_COMPILE=0", out.stdout, re.M)
+    banner = r"^!! the compiled model failed \(.+\): running eagerly, slower \(AUTORESEARCH_COMPILE=0"
+    assert re.search(banner, out.stdout, re.M)
     assert "compiled Muon step failed" in out.stdout
     values = {k: v.strip() for k, v in summary(out.stdout).items()}
-    progress = [PROGRESS.match(line) for line in out.stdout.splitlines() if line.startswith("step ")]
-    assert [int(m.group(1)) for m in progress] == list(range(int(values["num_steps"])))
+    assert [int(m.group(1)) for m in progress_lines(out.stdout)] == list(range(int(values["num_steps"])))
     assert 0 < float(values["val_bpb"]) < 5  # trained: the unigram model is at ~3.5 on this cache
