@@ -598,8 +598,18 @@ def collect_documents(args, directory):
         stream = file_documents(args.path)
     else:
         stream = climbmix_documents(args.num_shards, directory / "downloads")
-    splits, chars = {"train": [], "val": []}, 0
+    # Exact copies (a package installed twice, vendored modules, repeated records) are kept once: a copy
+    # in each split would put validation text into training. The first one met keeps its split.
+    # climbmix keeps the seed's pinned validation shard whole.
+    seen = set() if args.source != "climbmix" else None
+    splits, chars, duplicates = {"train": [], "val": []}, 0, 0
     for group, text in tqdm(stream, desc="read documents", unit="doc", mininterval=1):
+        if seen is not None:
+            key = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).digest()
+            if key in seen:
+                duplicates += 1
+                continue
+            seen.add(key)
         split = group if group in ("train", "val") else ("val" if is_val(group) else "train")
         splits[split].append(text)
         chars += len(text)
@@ -608,7 +618,7 @@ def collect_documents(args, directory):
     for split, docs in splits.items():
         if not docs:
             raise CacheError(f"the {split} split is empty: the source has too few documents; add more text")
-    return splits, chars
+    return splits, chars, duplicates
 
 
 def prepare(args):
@@ -648,8 +658,9 @@ def prepare(args):
     t0 = time.time()
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # the manifest is written last: no manifest, no cache
-    splits, chars = collect_documents(args, directory)
-    print(f"documents: {len(splits['train']):,} train, {len(splits['val']):,} val, {chars / 1e6:.1f} M characters")
+    splits, chars, duplicates = collect_documents(args, directory)
+    print(f"documents: {len(splits['train']):,} train, {len(splits['val']):,} val, {chars / 1e6:.1f} M characters"
+          + (f" ({duplicates:,} exact duplicates left out)" if duplicates else ""))
 
     t1 = time.time()
     tok_dir = directory / "tokenizer"
@@ -682,8 +693,8 @@ def prepare(args):
     tokenizer_hash = combined_hash(files[k]["sha256"] for k in sorted(files) if k.startswith("tokenizer/"))
     data_hash = combined_hash([tokenizer_hash] + [files[k]["sha256"] for k in sorted(files) if k.startswith("data/")])
     manifest = dict(format=MANIFEST_FORMAT, **wanted, overrides=overrides, token_dtype=np.dtype(dtype).name,
-                    documents={k: len(v) for k, v in splits.items()}, tokens=counts, characters=chars,
-                    files=files, tokenizer_hash=tokenizer_hash, data_hash=data_hash,
+                    documents={k: len(v) for k, v in splits.items()}, duplicates=duplicates, tokens=counts,
+                    characters=chars, files=files, tokenizer_hash=tokenizer_hash, data_hash=data_hash,
                     created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), prepare_seconds=round(time.time() - t0, 1))
     tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))

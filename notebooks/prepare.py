@@ -157,7 +157,10 @@ def _(cache_box, get_generation):
         _c = manifest["constants"]
         _facts = {
             "cache": str(cache), "profile": manifest["profile"], "source": manifest["source"]["name"],
-            "characters": f"{manifest['characters']:,}", "MAX_SEQ_LEN": _c["MAX_SEQ_LEN"],
+            "characters": f"{manifest['characters']:,}",
+            "exact duplicates left out": f"{manifest['duplicates']:,}" if "duplicates" in manifest
+            else "not checked (prepared before duplicates were left out)",
+            "MAX_SEQ_LEN": _c["MAX_SEQ_LEN"],
             "VOCAB_SIZE": _c["VOCAB_SIZE"], "EVAL_TOKENS": f"{_c['EVAL_TOKENS']:,}",
             "TIME_BUDGET": f"{_c['TIME_BUDGET']} s", "overrides": manifest.get("overrides") or "none",
             "data hash": manifest["data_hash"][:12], "created": manifest["created"],

@@ -1,5 +1,6 @@
 """The data sources: python, files, and climbmix against a real HTTP server on loopback.
 Run: uv run pytest tests/test_sources.py"""
+import argparse
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +31,44 @@ def test_split_text_keeps_every_character():
     assert "".join(docs) == text and max(map(len, docs)) <= 1000
 
 
+def test_exact_copies_are_kept_once_so_no_validation_text_is_trained_on(tmp_path, monkeypatch):
+    """A package installed in two places (or vendored): the copy whose path hashes to the other split
+    would put validation text into training."""
+    roots = [tmp_path / "base" / "site-packages", tmp_path / "venv"]
+    for i in range(200):
+        text = f"def f_{i}(x):\n    return x * {i}\n"
+        for root in roots:
+            path = root / "pkg" / f"mod_{i}.py"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    (roots[1] / "own.py").write_text("OWN = 'only here'\n")
+    straddling = [i for i in range(200) if prepare.is_val(f"site-packages/pkg/mod_{i}.py") != prepare.is_val(f"pkg/mod_{i}.py")]
+    assert straddling  # the case that leaks
+    monkeypatch.setattr(prepare, "python_roots", lambda include_site_packages=False: [str(r) for r in roots])
+    args = argparse.Namespace(source="python", include_site_packages=True, max_chars=None)
+
+    splits, chars, duplicates = prepare.collect_documents(args, tmp_path)
+
+    texts = splits["train"] + splits["val"]
+    assert duplicates == 200 and len(texts) == len(set(texts)) == 201
+    assert not set(splits["train"]) & set(splits["val"])
+    assert chars == sum(map(len, texts))
+
+
+def test_files_source_leaves_repeated_records_out_and_says_so(tmp_path, capsys):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with open(corpus / "records.jsonl", "w") as f:
+        for i in range(400):
+            f.write(json.dumps({"text": f"record {i % 100}: " + "quintessa murmuration " * 80}) + "\n")
+    cache = tmp_path / "cache"
+    assert run_prepare(cache, "--source", "files", "--path", str(corpus), "--profile", "tiny",
+                       "--vocab-size", "300", "--eval-tokens", "256") == 0
+    manifest = prepare.load_manifest(cache)
+    assert manifest["duplicates"] == 300 and sum(manifest["documents"].values()) == 100
+    assert "(300 exact duplicates left out)" in capsys.readouterr().out
+
+
 def test_validation_pinning_is_stable_and_about_five_percent():
     groups = [f"pkg/module_{i}.py" for i in range(20000)]
     share = sum(map(prepare.is_val, groups)) / len(groups)
@@ -42,7 +81,7 @@ def make_corpus(root):
     (root / "notes").mkdir(parents=True)
     words = ["zorblax", "quintessa", "murmuration", "flibbertigibbet", "kerfuffle", "snollygoster"]
     for i in range(30):
-        (root / "notes" / f"n{i}.txt").write_text(" ".join(words[(i + j) % 6] for j in range(400)) + "\n")
+        (root / "notes" / f"n{i}.txt").write_text(f"note {i}: " + " ".join(words[(i + j) % 6] for j in range(400)) + "\n")
     (root / "readme.md").write_text("# Heading\n\n" + "lorem ipsum dolor " * 500)
     with open(root / "records.jsonl", "w") as f:
         for i in range(200):
