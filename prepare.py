@@ -177,7 +177,9 @@ def python_documents(include_site_packages=False):
                 if name.endswith(".py"):
                     path = Path(dirpath) / name
                     text = path.read_text(encoding="utf-8", errors="replace")
-                    group = str(path.relative_to(root))
+                    # a package's path inside any site-packages: two installs of it share their split
+                    parts = path.relative_to(root).parts
+                    group = str(Path(*parts[1:] if parts[0] in ("site-packages", "dist-packages") else parts))
                     for doc in split_text(text):
                         yield group, doc
 

@@ -31,20 +31,20 @@ def test_split_text_keeps_every_character():
     assert "".join(docs) == text and max(map(len, docs)) <= 1000
 
 
+def python_tree(root, files):
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
 def test_exact_copies_are_kept_once_so_no_validation_text_is_trained_on(tmp_path, monkeypatch):
-    """A package installed in two places (or vendored): the copy whose path hashes to the other split
-    would put validation text into training."""
-    roots = [tmp_path / "base" / "site-packages", tmp_path / "venv"]
-    for i in range(200):
-        text = f"def f_{i}(x):\n    return x * {i}\n"
-        for root in roots:
-            path = root / "pkg" / f"mod_{i}.py"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-    (roots[1] / "own.py").write_text("OWN = 'only here'\n")
-    straddling = [i for i in range(200) if prepare.is_val(f"site-packages/pkg/mod_{i}.py") != prepare.is_val(f"pkg/mod_{i}.py")]
-    assert straddling  # the case that leaks
-    monkeypatch.setattr(prepare, "python_roots", lambda include_site_packages=False: [str(r) for r in roots])
+    """A vendored copy of a module: the copy whose path hashes to the other split would put validation
+    text into training."""
+    root = tmp_path / "venv"
+    modules = {f"pkg/mod_{i}.py": f"def f_{i}(x):\n    return x * {i}\n" for i in range(200)}
+    python_tree(root, {**modules, **{f"tool/_vendor/{k}": v for k, v in modules.items()}, "own.py": "OWN = 1\n"})
+    assert any(prepare.is_val(k) != prepare.is_val(f"tool/_vendor/{k}") for k in modules)  # the case that leaks
+    monkeypatch.setattr(prepare, "python_roots", lambda include_site_packages=False: [str(root)])
     args = argparse.Namespace(source="python", include_site_packages=True, max_chars=None)
 
     splits, chars, duplicates = prepare.collect_documents(args, tmp_path)
@@ -53,6 +53,22 @@ def test_exact_copies_are_kept_once_so_no_validation_text_is_trained_on(tmp_path
     assert duplicates == 200 and len(texts) == len(set(texts)) == 201
     assert not set(splits["train"]) & set(splits["val"])
     assert chars == sum(map(len, texts))
+
+
+def test_two_installs_of_a_package_share_their_split(tmp_path, monkeypatch):
+    """The base Python's site-packages (inside its stdlib folder) and a venv's, each with its own
+    version of the same package: the two versions go to the same split."""
+    base, venv = tmp_path / "base", tmp_path / "venv"
+    python_tree(base, {f"site-packages/pkg/mod_{i}.py": f"VERSION, N = 1, {i}\n" for i in range(200)})
+    python_tree(venv, {f"pkg/mod_{i}.py": f"VERSION, N = 2, {i}\n" for i in range(200)})
+    monkeypatch.setattr(prepare, "python_roots", lambda include_site_packages=False: [str(base), str(venv)])
+
+    splits, _, duplicates = prepare.collect_documents(
+        argparse.Namespace(source="python", include_site_packages=True, max_chars=None), tmp_path)
+
+    assert duplicates == 0 and len(splits["val"]) > 0
+    for i in range(200):
+        assert (f"VERSION, N = 1, {i}\n" in splits["val"]) == (f"VERSION, N = 2, {i}\n" in splits["val"])
 
 
 def test_files_source_leaves_repeated_records_out_and_says_so(tmp_path, capsys):
