@@ -49,7 +49,7 @@ case "${1:-speed}" in
     start=$(date +%s)
     AUTORESEARCH_CACHE=$BIG $PY prepare.py --source python --include-site-packages --profile h100 \
       --time-budget 30 --eval-tokens 262144 > "$OUT/prepare_big.log" 2>&1 || { tail -20 "$OUT/prepare_big.log"; exit 1; }
-    grep -E "^(documents|tokenizer|tokens|prepared):" "$OUT/prepare_big.log" | tee "$OUT/corpus.md"
+    grep -E "^(documents|tokenizer|tokens):|^prepared " "$OUT/prepare_big.log" | tee "$OUT/corpus.md"
     echo "prepare wall seconds: $(( $(date +%s) - start ))" | tee -a "$OUT/corpus.md"
     $PY benchmarks/gpu.py --only big,check --big-cache $BIG --compile-cache /tmp/gpu_compile --out "$OUT" \
       | tee -a "$OUT/corpus.md"
