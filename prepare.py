@@ -508,6 +508,23 @@ def validation_rows(tokenizer, directory=None):
     return _VAL_ROWS[key]
 
 
+def validation_capacity(tokens, offsets, bos, T, limit):
+    """How many evaluation rows of T + 1 tokens the validation documents fill, counting up to limit."""
+    packer = _Packer(tokens, offsets, bos, lambda e: np.arange(len(offsets) - 1), wrap=False)
+    row = np.empty(T + 1, dtype=np.int64)
+    for n in range(limit):
+        try:
+            packer.fill(row)
+        except EOFError:
+            return n
+    return limit
+
+
+def constants_asked(manifest):
+    """A manifest's constants as they were asked for, before any was lowered to fit the corpus."""
+    return {**manifest["constants"], **manifest.get("lowered", {})}
+
+
 @torch.no_grad()
 def evaluate_bpb(model, tokenizer, batch_size):
     """Bits per byte on the fixed validation rows: the sum of the model's loss in nats over target
@@ -623,6 +640,28 @@ def collect_documents(args, directory):
     return splits, chars, duplicates
 
 
+def fit_eval_tokens(tokenizer, data_dir, dtype, constants, overrides, profile):
+    """The profile's EVAL_TOKENS, lowered to what the validation split holds when it holds less (the
+    offline sources with the small and h100 profiles). An --eval-tokens given is never lowered: a
+    clear error instead. Returns {"EVAL_TOKENS": asked} when lowered, else {}."""
+    T, asked = constants["max_seq_len"], constants["eval_tokens"]
+    tokens = np.fromfile(data_dir / "val.bin", dtype=dtype)
+    offsets = np.load(data_dir / "val_offsets.npy")
+    rows = validation_capacity(tokens, offsets, tokenizer.get_bos_token_id(), T, asked // T)
+    if rows * T == asked:
+        return {}
+    if rows == 0:
+        raise CacheError(f"the validation split holds less than one evaluation row of {T:,} tokens: add more "
+                         f"text, or prepare with a smaller --max-seq-len")
+    if "eval_tokens" in overrides:
+        raise CacheError(f"--eval-tokens {asked:,} is more than the validation split holds ({rows:,} rows of {T:,}): "
+                         f"prepare again with --eval-tokens {rows * T} or less, or a bigger corpus")
+    constants["eval_tokens"] = rows * T
+    print(f"evaluation: EVAL_TOKENS lowered from the {profile} profile's {asked:,} to {rows * T:,} ({rows:,} rows "
+          f"of {T:,}), all the validation split holds; a bigger corpus or --eval-tokens N changes it")
+    return {"EVAL_TOKENS": asked}
+
+
 def prepare(args):
     """Build (or confirm) the cache for one profile + source; returns the manifest."""
     directory = Path(args.cache).expanduser() if args.cache else cache_dir()
@@ -631,8 +670,8 @@ def prepare(args):
     constants.update(overrides)
     if constants["vocab_size"] <= 256 + len(SPECIAL_TOKENS) or constants["vocab_size"] > 2**32:
         raise CacheError(f"--vocab-size must be above {256 + len(SPECIAL_TOKENS)} (the byte tokens and special tokens)")
-    if constants["eval_tokens"] % constants["max_seq_len"]:
-        raise CacheError(f"--eval-tokens must be a multiple of the sequence length ({constants['max_seq_len']})")
+    if constants["eval_tokens"] <= 0 or constants["eval_tokens"] % constants["max_seq_len"]:
+        raise CacheError(f"--eval-tokens must be a positive multiple of the sequence length ({constants['max_seq_len']})")
     if args.source == "files" and not args.path:
         raise CacheError("--source files needs --path DIR_OR_GLOB")
     if args.source == "climbmix" and args.num_shards is None:
@@ -648,7 +687,8 @@ def prepare(args):
             existing = None
         if existing is None:
             raise CacheError(f"the cache in {directory} is broken: re-run with --force to rebuild it")
-        same = all(existing.get(k) == v for k, v in wanted.items())
+        same = (existing.get("profile") == wanted["profile"] and existing.get("source") == wanted["source"]
+                and wanted["constants"] in (existing.get("constants"), constants_asked(existing)))
         if same:
             print(f"already prepared: {directory} ({args.profile}, {args.source}); nothing to do")
             return existing
@@ -687,6 +727,7 @@ def prepare(args):
     counts = {split: tokenize_split(tokenizer, docs, data_dir / f"{split}.bin", data_dir / f"{split}_offsets.npy",
                                     dtype, f"tokenize {split}") for split, docs in splits.items()}
     print(f"tokens: {counts['train']:,} train, {counts['val']:,} val, tokenized in {time.time() - t2:.1f}s")
+    lowered = fit_eval_tokens(tokenizer, data_dir, dtype, constants, overrides, args.profile)
 
     files = {}
     for path in sorted([*tok_dir.iterdir(), *data_dir.iterdir()]):
@@ -694,7 +735,9 @@ def prepare(args):
         files[rel] = dict(bytes=path.stat().st_size, sha256=file_sha256(path))
     tokenizer_hash = combined_hash(files[k]["sha256"] for k in sorted(files) if k.startswith("tokenizer/"))
     data_hash = combined_hash([tokenizer_hash] + [files[k]["sha256"] for k in sorted(files) if k.startswith("data/")])
-    manifest = dict(format=MANIFEST_FORMAT, **wanted, overrides=overrides, token_dtype=np.dtype(dtype).name,
+    wanted["constants"] = {k.upper(): v for k, v in constants.items()}  # as fitted
+    manifest = dict(format=MANIFEST_FORMAT, **wanted, lowered=lowered, overrides=overrides,
+                    token_dtype=np.dtype(dtype).name,
                     documents={k: len(v) for k, v in splits.items()}, duplicates=duplicates, tokens=counts,
                     characters=chars, files=files, tokenizer_hash=tokenizer_hash, data_hash=data_hash,
                     created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), prepare_seconds=round(time.time() - t0, 1))

@@ -161,7 +161,9 @@ def _(cache_box, get_generation):
             "exact duplicates left out": f"{manifest['duplicates']:,}" if "duplicates" in manifest
             else "not checked (prepared before duplicates were left out)",
             "MAX_SEQ_LEN": _c["MAX_SEQ_LEN"],
-            "VOCAB_SIZE": _c["VOCAB_SIZE"], "EVAL_TOKENS": f"{_c['EVAL_TOKENS']:,}",
+            "VOCAB_SIZE": _c["VOCAB_SIZE"], "EVAL_TOKENS": f"{_c['EVAL_TOKENS']:,}" + (
+                f" (lowered from the profile's {manifest['lowered']['EVAL_TOKENS']:,}: all the validation split holds)"
+                if "EVAL_TOKENS" in manifest.get("lowered", {}) else ""),
             "TIME_BUDGET": f"{_c['TIME_BUDGET']} s", "overrides": manifest.get("overrides") or "none",
             "data hash": manifest["data_hash"][:12], "created": manifest["created"],
             "prepared in": f"{manifest.get('prepare_seconds', '?')} s",

@@ -1,5 +1,6 @@
 """Manifest, profiles and cache handling of prepare.py.  Run: uv run pytest tests/test_prepare.py"""
 import json
+import re
 import subprocess
 import sys
 
@@ -82,11 +83,33 @@ def test_broken_cache_is_reported_and_force_rebuilds(tmp_path, capsys):
     assert prepare.load_manifest(cache)["profile"] == "tiny"
 
 
-def test_eval_tokens_must_fit_the_validation_split(tmp_path, capsys):
+def test_an_eval_tokens_given_must_fit_and_the_error_says_what_does(tmp_path, capsys):
     cache = tmp_path / "c"
-    assert run_prepare(cache, "--profile", "tiny", "--max-chars", "1000000", "--eval-tokens", str(256 * 100000)) == 2
-    assert "--eval-tokens" in capsys.readouterr().err
+    args = ["--profile", "tiny", "--max-chars", "1000000"]
+    assert run_prepare(cache, *args, "--eval-tokens", str(256 * 100000)) == 2
+    err = capsys.readouterr().err
     assert not (cache / "manifest.json").exists()
+    fits = int(re.search(r"prepare again with --eval-tokens (\d+) or less", err).group(1))
+    assert run_prepare(cache, *args, "--eval-tokens", str(fits)) == 0
+    assert run_prepare(cache, *args, "--eval-tokens", str(fits + 256), "--force") == 2
+
+
+def test_a_profile_asking_more_evaluation_than_the_corpus_holds_is_lowered_to_fit(tmp_path, capsys):
+    """small and h100 on the offline python source: the profile's EVAL_TOKENS exceed its validation split."""
+    cache = tmp_path / "c"
+    args = ["--profile", "small", "--max-chars", "1500000"]
+    assert run_prepare(cache, *args) == 0
+    out = capsys.readouterr().out
+    manifest = prepare.load_manifest(cache)
+    asked, used, T = prepare.PROFILES["small"]["eval_tokens"], manifest["constants"]["EVAL_TOKENS"], 1024
+    assert manifest["lowered"] == {"EVAL_TOKENS": asked} and "eval_tokens" not in manifest["overrides"]
+    assert 0 < used < asked and used % T == 0 and f"EVAL_TOKENS lowered from the small profile's {asked:,} to {used:,}" in out
+    tok = prepare.Tokenizer.from_directory(cache / "tokenizer")
+    tokens, offsets = prepare.load_split("val", cache)
+    assert prepare.validation_capacity(tokens, offsets, tok.get_bos_token_id(), T, 10**6) == used // T  # all of it
+    assert prepare.validation_rows(tok, cache).shape == (used // T, T + 1)
+    assert run_prepare(cache, *args) == 0 and "already prepared" in capsys.readouterr().out
+    assert run_prepare(cache, *args, "--eval-tokens", str(used)) == 0  # the same cache, asked for explicitly
 
 
 def test_eval_tokens_must_be_a_multiple_of_the_sequence_length(tmp_path, capsys):
