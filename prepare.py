@@ -485,6 +485,11 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None, seed=
 _VAL_ROWS = {}
 
 
+def validation_packer(tokens, offsets, bos):
+    """The validation documents in their pinned order, packed into rows once, with no wrap-around."""
+    return _Packer(tokens, offsets, bos, lambda e: np.arange(len(offsets) - 1), wrap=False)
+
+
 def validation_rows(tokenizer, directory=None):
     """The fixed evaluation set: EVAL_TOKENS // MAX_SEQ_LEN rows of MAX_SEQ_LEN + 1 tokens, packed
     from the validation documents in their pinned order. Identical whatever batch size is used."""
@@ -495,8 +500,7 @@ def validation_rows(tokenizer, directory=None):
     if key not in _VAL_ROWS:
         tokens, offsets = load_split("val", directory)
         n_rows = eval_tokens // T
-        packer = _Packer(tokens, offsets, tokenizer.get_bos_token_id(), lambda e: np.arange(len(offsets) - 1),
-                         wrap=False)
+        packer = validation_packer(tokens, offsets, tokenizer.get_bos_token_id())
         rows = np.empty((n_rows, T + 1), dtype=np.int64)
         try:
             for row in rows:
@@ -510,7 +514,7 @@ def validation_rows(tokenizer, directory=None):
 
 def validation_capacity(tokens, offsets, bos, T, limit):
     """How many evaluation rows of T + 1 tokens the validation documents fill, counting up to limit."""
-    packer = _Packer(tokens, offsets, bos, lambda e: np.arange(len(offsets) - 1), wrap=False)
+    packer = validation_packer(tokens, offsets, bos)
     row = np.empty(T + 1, dtype=np.int64)
     for n in range(limit):
         try:
@@ -727,6 +731,7 @@ def prepare(args):
     counts = {split: tokenize_split(tokenizer, docs, data_dir / f"{split}.bin", data_dir / f"{split}_offsets.npy",
                                     dtype, f"tokenize {split}") for split, docs in splits.items()}
     print(f"tokens: {counts['train']:,} train, {counts['val']:,} val, tokenized in {time.time() - t2:.1f}s")
+    # the fixed evaluation set must fit in the validation split: checked now, not at the first run
     lowered = fit_eval_tokens(tokenizer, data_dir, dtype, constants, overrides, args.profile)
 
     files = {}
@@ -744,11 +749,6 @@ def prepare(args):
     tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, manifest_path)
-    try:  # the fixed evaluation set must fit in the validation split: check now, not at the first run
-        validation_rows(tokenizer, directory)
-    except CacheError:
-        manifest_path.unlink()
-        raise
     print(f"prepared {directory} in {time.time() - t0:.1f}s (profile {args.profile}, data {data_hash[:12]})")
     return manifest
 
