@@ -12,7 +12,7 @@
 #       AUTORESEARCH_CACHE=.device/cache_h100_30 uv run prepare.py --profile h100 --time-budget 30 --eval-tokens 262144
 #   .device/reference_train.py the train.py to measure beside the current one, e.g.
 #       git show c566324:train.py > .device/reference_train.py    (before the host-sync changes)
-#   .whl/                      wheels that machine's Python lacks (rustbpe, to train the big corpus's tokenizer)
+#   .whl/                      wheels that machine's Python may lack (rustbpe and tqdm, to prepare the big corpus)
 # Logs and tables go to $OUT (default /tmp/gpu_session); compile caches stay in /tmp/gpu_compile, so a
 # second call on the same machine starts warm.
 set -euo pipefail
@@ -36,7 +36,7 @@ case "${1:-speed}" in
     uv run prepare.py --source python --profile h100 --time-budget 30 --eval-tokens 262144
     git show "${REFERENCE:-c566324}:train.py" > .device/reference_train.py
     python3 -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
-      --platform manylinux2014_x86_64 -d .whl rustbpe
+      --platform manylinux2014_x86_64 -d .whl rustbpe tqdm
     du -sh .device .whl
     echo 'now: run with carry [".device", ".whl"] and command: OUT=$OUT bash benchmarks/gpu_session.sh speed'
     ;;
