@@ -57,6 +57,22 @@ def probe_device(workdir: Path, env: dict) -> str:
     return out.stdout.strip()
 
 
+def bytecode_uncached(module="torch") -> bool:
+    """Whether a module's compiled bytecode is missing after it was imported (the device probe imports
+    torch): PYTHONDONTWRITEBYTECODE set, or a read-only install. Then every train.py process compiles
+    torch's Python source again: ~3 s eager and ~8 s compiled per experiment on a 2-core machine."""
+    import importlib.util
+    spec = importlib.util.find_spec(module)
+    if spec is None or not (spec.origin or "").endswith(".py"):
+        return False
+    return not Path(importlib.util.cache_from_source(spec.origin)).exists()
+
+
+BYTECODE_HINT = ("note: torch's bytecode is not cached (PYTHONDONTWRITEBYTECODE is set, or its site-packages is "
+                 "read-only), so each experiment compiles torch's Python source again, seconds each: "
+                 "`uv sync --compile-bytecode` once caches it")
+
+
 def load_prepare():
     """The repository's prepare.py as the module `prepare` (the one already imported, if it is that
     file), for the parts of the lab that display what the harness made."""

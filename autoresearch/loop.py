@@ -314,6 +314,8 @@ class Lab:
 
     def check_environment(self):
         self.device = harness.probe_device(self.workdir, runner.scrubbed_env(self.env))
+        if harness.bytecode_uncached("torch"):
+            self.display.say(harness.BYTECODE_HINT)
         why = ledger.mismatch(self.rows(), self.fingerprint())
         if why:
             raise LabError(f"{self.results} was recorded elsewhere ({why}): its numbers are not comparable; "

@@ -154,6 +154,29 @@ def test_every_experiment_shares_one_compile_cache_that_outlives_tmp(repo, tmp_p
     assert lab.env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
+def test_the_bytecode_check_sees_whether_a_module_was_compiled(tmp_path, monkeypatch):
+    import py_compile
+    from autoresearch import harness
+    (tmp_path / "pkg_without_pyc").mkdir()
+    origin = tmp_path / "pkg_without_pyc" / "__init__.py"
+    origin.write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert harness.bytecode_uncached("pkg_without_pyc")
+    py_compile.compile(str(origin), doraise=True)
+    assert not harness.bytecode_uncached("pkg_without_pyc")
+    assert not harness.bytecode_uncached("no_such_module_anywhere")
+
+
+def test_a_run_that_recompiles_torch_every_experiment_says_how_to_stop_it(repo, tmp_path, use_cache):
+    """PYTHONDONTWRITEBYTECODE set and no bytecode cached (an empty PYTHONPYCACHEPREFIX): the run says so."""
+    replay = write_replay(tmp_path / "r.jsonl", [])
+    assert cli(repo, use_cache, "init", "--tag", "pyc").returncode == 0
+    out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}", "--max-experiments", "1",
+              PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=tmp_path / "empty-prefix")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "torch's bytecode is not cached" in out.stdout and "uv sync --compile-bytecode" in out.stdout
+
+
 def test_init_refuses_an_existing_tag_and_a_missing_cache(repo, tmp_path):
     init_run(repo, "dup")
     with pytest.raises(LabError, match="exists already"):
