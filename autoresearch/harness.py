@@ -60,7 +60,7 @@ def probe_device(workdir: Path, env: dict) -> str:
 def bytecode_uncached(module="torch") -> bool:
     """Whether a module's compiled bytecode is missing after it was imported (the device probe imports
     torch): PYTHONDONTWRITEBYTECODE set, or a read-only install. Then every train.py process compiles
-    torch's Python source again: ~3 s eager and ~8 s compiled per experiment on a 2-core machine."""
+    torch's Python source again: ~2 s eager and ~8 s compiled per experiment on a 2-core machine."""
     import importlib.util
     spec = importlib.util.find_spec(module)
     if spec is None or not (spec.origin or "").endswith(".py"):
