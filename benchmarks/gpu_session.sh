@@ -28,6 +28,14 @@ export AUTORESEARCH_CACHE=${AUTORESEARCH_CACHE:-.device/cache_h100_30}
 BIG=/tmp/cache_big
 if [ "${1:-speed}" != carry ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+  # torch's bytecode: where it is not cached (and PYTHONDONTWRITEBYTECODE may forbid writing it), keep
+  # it in /tmp/pyc, as `uv sync --compile-bytecode` would for a user; the first run writes it
+  pyc=$($PY -c "import importlib.util as u, os; print(os.path.exists(u.cache_from_source(u.find_spec('torch').origin)))")
+  echo "torch bytecode cached: $pyc | PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}" | tee -a "$OUT/gpu.txt"
+  if [ "$pyc" != True ]; then
+    unset PYTHONDONTWRITEBYTECODE
+    export PYTHONPYCACHEPREFIX=/tmp/pyc
+  fi
 fi
 
 case "${1:-speed}" in
