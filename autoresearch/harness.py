@@ -25,7 +25,11 @@ def compile_cache_dir() -> Path:
     /tmp, survives a reboot. A warm one saves most of the compile time of every later experiment."""
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "autoresearch-compile"
+    return cache_home() / "autoresearch-compile"
+
+
+def cache_home() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
 
 
 def read_manifest(cache=None) -> dict:
@@ -58,9 +62,10 @@ def probe_device(workdir: Path, env: dict) -> str:
 
 
 def bytecode_uncached(module="torch") -> bool:
-    """Whether a module's compiled bytecode is missing after it was imported (the device probe imports
-    torch): PYTHONDONTWRITEBYTECODE set, or a read-only install. Then every train.py process compiles
-    torch's Python source again: ~2 s eager and ~8 s compiled per experiment on a 2-core machine."""
+    """Whether a module's compiled bytecode is missing where this Python looks for it (beside its
+    source, or under PYTHONPYCACHEPREFIX): PYTHONDONTWRITEBYTECODE set, a read-only install, or no
+    import yet. Each train.py process would then compile torch's Python source again: ~2 s eager and
+    ~8 s compiled per experiment on a 2-core machine."""
     import importlib.util
     spec = importlib.util.find_spec(module)
     if spec is None or not (spec.origin or "").endswith(".py"):
@@ -68,9 +73,14 @@ def bytecode_uncached(module="torch") -> bool:
     return not Path(importlib.util.cache_from_source(spec.origin)).exists()
 
 
-BYTECODE_HINT = ("note: torch's bytecode is not cached (PYTHONDONTWRITEBYTECODE is set, or its site-packages is "
-                 "read-only), so each experiment compiles torch's Python source again, seconds each: "
-                 "`uv sync --compile-bytecode` once caches it")
+def bytecode_env(module="torch") -> dict:
+    """What train.py processes need in their environment so that they write the module's bytecode
+    once and reuse it: nothing where it is cached already; else PYTHONDONTWRITEBYTECODE off for them,
+    and, unless the user chose a PYTHONPYCACHEPREFIX, autoresearch-pyc in $XDG_CACHE_HOME (~/.cache)."""
+    if not bytecode_uncached(module):
+        return {}
+    prefix = os.environ.get("PYTHONPYCACHEPREFIX") or str(cache_home() / "autoresearch-pyc")
+    return {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": prefix}
 
 
 def load_prepare():

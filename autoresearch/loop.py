@@ -109,6 +109,7 @@ class Lab:
         self.pause = pause  # seconds to wait when the agent's service is down, before asking again
         self.env = {"AUTORESEARCH_CACHE": self.state["cache"], "AUTORESEARCH_SEED": str(seed),
                     "TORCHINDUCTOR_CACHE_DIR": str(harness.compile_cache_dir())}
+        self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again
         self.device = None
 
     # --- helpers -------------------------------------------------------------------------------
@@ -314,8 +315,9 @@ class Lab:
 
     def check_environment(self):
         self.device = harness.probe_device(self.workdir, runner.scrubbed_env(self.env))
-        if harness.bytecode_uncached("torch"):
-            self.display.say(harness.BYTECODE_HINT)
+        if "PYTHONPYCACHEPREFIX" in self.env:
+            self.display.say(f"note: torch's bytecode is not cached where this Python looks: experiments keep it in "
+                             f"{self.env['PYTHONPYCACHEPREFIX']} (else each would compile torch's source again)")
         why = ledger.mismatch(self.rows(), self.fingerprint())
         if why:
             raise LabError(f"{self.results} was recorded elsewhere ({why}): its numbers are not comparable; "

@@ -154,27 +154,36 @@ def test_every_experiment_shares_one_compile_cache_that_outlives_tmp(repo, tmp_p
     assert lab.env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
-def test_the_bytecode_check_sees_whether_a_module_was_compiled(tmp_path, monkeypatch):
+def test_train_py_processes_write_bytecode_where_none_is_cached(tmp_path, monkeypatch):
     import py_compile
     from autoresearch import harness
     (tmp_path / "pkg_without_pyc").mkdir()
     origin = tmp_path / "pkg_without_pyc" / "__init__.py"
     origin.write_text("X = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("PYTHONPYCACHEPREFIX", raising=False)
     assert harness.bytecode_uncached("pkg_without_pyc")
+    assert harness.bytecode_env("pkg_without_pyc") == {"PYTHONDONTWRITEBYTECODE": "",
+                                                       "PYTHONPYCACHEPREFIX": str(tmp_path / "xdg" / "autoresearch-pyc")}
+    monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path / "mine"))  # the user's choice wins
+    assert harness.bytecode_env("pkg_without_pyc")["PYTHONPYCACHEPREFIX"] == str(tmp_path / "mine")
     py_compile.compile(str(origin), doraise=True)
-    assert not harness.bytecode_uncached("pkg_without_pyc")
+    assert not harness.bytecode_uncached("pkg_without_pyc") and harness.bytecode_env("pkg_without_pyc") == {}
     assert not harness.bytecode_uncached("no_such_module_anywhere")
 
 
-def test_a_run_that_recompiles_torch_every_experiment_says_how_to_stop_it(repo, tmp_path, use_cache):
-    """PYTHONDONTWRITEBYTECODE set and no bytecode cached (an empty PYTHONPYCACHEPREFIX): the run says so."""
+def test_a_run_where_torch_has_no_cached_bytecode_caches_it_for_every_experiment(repo, tmp_path, use_cache):
+    """PYTHONDONTWRITEBYTECODE set and no bytecode where Python looks (an empty PYTHONPYCACHEPREFIX):
+    without the lab's help each experiment would compile torch's source again."""
     replay = write_replay(tmp_path / "r.jsonl", [])
+    prefix = tmp_path / "empty-prefix"
     assert cli(repo, use_cache, "init", "--tag", "pyc").returncode == 0
     out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}", "--max-experiments", "1",
-              PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=tmp_path / "empty-prefix")
+              PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=prefix)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "torch's bytecode is not cached" in out.stdout and "uv sync --compile-bytecode" in out.stdout
+    assert f"torch's bytecode is not cached where this Python looks: experiments keep it in {prefix}" in out.stdout
+    assert list(prefix.rglob("torch/__init__.*.pyc")) and list(prefix.rglob("torch/nn/modules/linear.*.pyc"))
 
 
 def test_init_refuses_an_existing_tag_and_a_missing_cache(repo, tmp_path):
