@@ -43,10 +43,11 @@ def test_tiny_run_prints_the_summary_and_writes_the_result(tiny_cache, tmp_path)
     assert [int(m.group(1)) for m in progress] == list(range(len(progress))) == list(range(int(values["num_steps"])))
     assert re.search(r"^provenance: commit \S+ \| torch \S+ \| python \S+ \| device cpu", out.stdout, re.M)
     assert "no torch.compile on cpu" in out.stdout  # fallbacks are announced
-    # far better than a model that knows nothing (uniform over the vocabulary)
+    # better than a model that knows nothing (uniform over the vocabulary), after the ~10 steps that fit in
+    # 4 s on 2 cores: ~0.79 of it, and 0.82 with a step fewer on a busy machine; untrained, 1.0
     token_bytes = np.load(tiny_cache / "tokenizer" / "token_bytes.npy")
     uniform_bpb = record["eval_tokens"] * math.log2(len(token_bytes)) / record["eval_bytes"]
-    assert record["val_bpb"] < 0.8 * uniform_bpb
+    assert record["val_bpb"] < 0.9 * uniform_bpb
 
 
 def test_divergence_fails_fast_without_a_result(tiny_cache, tmp_path):
