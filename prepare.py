@@ -649,7 +649,7 @@ def fit_eval_tokens(tokenizer, data_dir, dtype, constants, overrides, profile):
     offline sources with the small and h100 profiles). An --eval-tokens given is never lowered: a
     clear error instead. Returns {"EVAL_TOKENS": asked} when lowered, else {}."""
     T, asked = constants["max_seq_len"], constants["eval_tokens"]
-    tokens = np.fromfile(data_dir / "val.bin", dtype=dtype)
+    tokens = np.memmap(data_dir / "val.bin", dtype=dtype, mode="r")  # only the rows asked for are read
     offsets = np.load(data_dir / "val_offsets.npy")
     rows = validation_capacity(tokens, offsets, tokenizer.get_bos_token_id(), T, asked // T)
     if rows * T == asked:
