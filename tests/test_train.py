@@ -113,21 +113,25 @@ def test_the_compiled_path_with_short_windows_trains_and_evaluates_like_the_eage
     on CUDA; a dense mask on the CPU, where flex_attention has no backward pass), the compiled Muon
     step, losses read one step late, evaluation through the compiled model; on the CPU forced with
     AUTORESEARCH_COMPILE=1 and REPORT_LATE. The compiled evaluation must agree with the eager
-    model's on the same weights."""
+    model's on the same weights, and run through the training graph: no recompilation of the model,
+    even with evaluation batches (24 rows) that are not the training batch (16)."""
     shutil.copy(ROOT / "prepare.py", tmp_path)
     source = (ROOT / "train.py").read_text()
     variant = re.sub(r"^WINDOW_PATTERN = .*$", 'WINDOW_PATTERN = "SL"', source, flags=re.M)
     # the loop as on CUDA: each step's loss read one step late, the last one after the loop
     variant, late = re.subn(r"^REPORT_LATE = .*$", "REPORT_LATE = True", variant, flags=re.M)
+    variant, batch = re.subn(r"^FINAL_EVAL_BATCH_SIZE = .*$", "FINAL_EVAL_BATCH_SIZE = 24", variant, flags=re.M)
     marker = "t_end = time.time()\n"
-    assert variant != source and late == 1 and marker in variant
+    assert variant != source and late == 1 and batch == 1 and marker in variant
     eager = "with autocast:\n    print(f\"eager val_bpb: {evaluate_bpb(model, tokenizer, 7):.6f}\")\n"
     (tmp_path / "train.py").write_text(variant.replace(marker, marker + eager, 1))
     env = python_env(tiny_cache, AUTORESEARCH_COMPILE="1", TORCHINDUCTOR_CACHE_DIR=tmp_path / "inductor",
-                     AUTORESEARCH_DEVICE=device)
+                     AUTORESEARCH_DEVICE=device, TORCH_LOGS="recompiles")
     out = run_script(tmp_path / "train.py", tmp_path, env, timeout=540)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "no torch.compile" not in out.stdout and "failed" not in out.stdout  # no fallback of any kind
+    assert "Recompiling function muon_update" in out.stderr  # the log is on: one graph per shape
+    assert "Recompiling function forward" not in out.stderr, out.stderr[-3000:]
     assert re.search(r"^model: .* windows \[128, 256\]", out.stdout, re.M)  # a short window is in effect
     assert ("through a dense mask" in out.stdout) == (device == "cpu")  # flex_attention on CUDA
     values = {k: v.strip() for k, v in summary(out.stdout).items()}
