@@ -111,6 +111,9 @@ class Lab:
                     "TORCHINDUCTOR_CACHE_DIR": str(harness.compile_cache_dir())}
         self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again
         self.device = None
+        # the next experiment's Python, started while the agent works (AUTORESEARCH_PRESTART=0: never)
+        self.prestart = os.environ.get("AUTORESEARCH_PRESTART", "1") != "0"
+        self.prestarted: runner.Prestarted | None = None
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -256,12 +259,13 @@ class Lab:
             st["child_pgid"] = pgid
             self.save()
 
+        prestarted, self.prestarted = self.prestarted, None
         result = runner.run_training(
             self.workdir, self.log_path(number, cur["commit"]), self.workdir / ".lab" / "result.json", self.env,
             self.timeout, expect=dict(data_hash=self.manifest["data_hash"],
                                       eval_tokens=self.manifest["constants"]["EVAL_TOKENS"]),
             on_start=on_start, on_progress=lambda p: self.display.progress(number, p),
-            should_stop=lambda: self.stopping)
+            should_stop=lambda: self.stopping, prestarted=prestarted)
         st["child_pgid"] = None
         if result.status == "interrupted":
             cur["attempts"] -= 1
@@ -367,6 +371,8 @@ class Lab:
                                                  agent="baseline", attempts=0)
                     self.save()
                 elif cur is None:
+                    if self.prestart and self.prestarted is None:
+                        self.prestarted = runner.Prestarted(self.workdir, self.env)
                     try:
                         proposed = self.propose(agent, rows)
                     except AgentUnavailable as e:
@@ -390,6 +396,9 @@ class Lab:
                     recorded += 1
             return recorded
         finally:
+            if self.prestarted is not None:
+                self.prestarted.close()
+                self.prestarted = None
             if self.state.get("current") and self.state["current"]["phase"] in ("proposing",):
                 workspace.reset_to(self.workdir, self.state["current"]["parent"])
                 self.state["current"] = None

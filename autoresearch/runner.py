@@ -1,8 +1,11 @@
 """Runs train.py once: a subprocess in its own session, a scrubbed environment, output to a log,
 a timeout that kills the whole process group, and the metric read from the harness's record.
+The Python that runs it may have been started ahead (`Prestarted`), importing torch while the agent
+was still at work.
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
@@ -71,18 +74,130 @@ def failure_reason(tail: list[str], returncode: int) -> str:
     return (lines[-1][:300] if lines else "") or f"train.py exited with code {returncode}"
 
 
+# What a Python started ahead runs: the imports every train.py makes (and, where train.py compiles by
+# default or AUTORESEARCH_COMPILE=1 asks, what torch.compile loads), then, once the lab sends the
+# experiment's environment as one line of json, train.py itself, as `python train.py` would.
+PRESTART = """
+import builtins, json, os, sys, types
+import numpy, tiktoken, torch
+compiling = os.environ.get("AUTORESEARCH_COMPILE")
+if compiling == "1" or (compiling != "0" and os.environ.get("AUTORESEARCH_DEVICE") not in ("cpu", "mps")
+                        and torch.cuda.is_available()):
+    import torch._dynamo, torch._inductor.compile_fx, torch.nn.attention.flex_attention
+line = sys.stdin.readline()
+if not line:
+    sys.exit(0)  # the lab went away first
+os.environ.clear()
+os.environ.update(json.loads(line))
+path = os.path.abspath("train.py")
+boot, main = sys.modules["__main__"], types.ModuleType("__main__")  # train.py gets a __main__ of its own
+main.__dict__.update(__file__=path, __builtins__=builtins, __spec__=None)
+sys.modules["__main__"], sys.argv, sys.path[0] = main, ["train.py"], os.path.dirname(path)
+with open(path, "rb") as f:
+    code = compile(f.read(), path, "exec")
+exec(code, main.__dict__)
+"""
+
+
+def sets_environment(source: str) -> bool:
+    """Whether train.py writes environment variables (os.environ[...] = ..., .update, .setdefault,
+    putenv, ...). torch reads some of them when imported, which a Python started ahead has done."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return False  # it fails alike either way
+
+    def environ(node):
+        return (isinstance(node, ast.Attribute) and node.attr == "environ") or \
+            (isinstance(node, ast.Name) and node.id == "environ")
+
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Assign, ast.Delete)):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr in ("putenv", "unsetenv") or node.func.attr in \
+                    ("update", "setdefault", "pop", "popitem", "clear", "__setitem__") and environ(node.func.value):
+                return True
+            continue
+        else:
+            continue
+        if any(environ(t) or isinstance(t, ast.Subscript) and environ(t.value) for t in targets):
+            return True
+    return False
+
+
+class Prestarted:
+    """A Python started ahead of an experiment, in its worktree and environment: it imports torch (and
+    the compiler where train.py will compile) while the agent works, a few seconds less per experiment,
+    then runs train.py when `run_training` hands it over. A train.py that sets environment variables
+    gets a fresh Python instead, so that torch sees them as it is imported."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]):
+        self.workdir, self.env = Path(workdir).resolve(), scrubbed_env(env)
+        self.proc = subprocess.Popen([sys.executable, "-c", PRESTART], cwd=self.workdir, env=self.env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True, errors="replace")
+
+    def take(self, workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen | None, str]:
+        """The process, now running train.py with `env`, and a note for the log; else (None, why not)
+        and it is closed."""
+        def same(e):
+            return {k: v for k, v in e.items() if k != "AUTORESEARCH_RESULT"}
+
+        try:
+            source = (self.workdir / "train.py").read_text(errors="replace")
+        except OSError:
+            source = None
+        if Path(workdir).resolve() != self.workdir or same(env) != same(self.env):
+            why = "the worktree or environment changed"
+        elif source is None:
+            why = "train.py cannot be read"
+        elif sets_environment(source):
+            why = "train.py sets environment variables, which torch may read as it is imported"
+        elif self.proc.poll() is not None:
+            why = "the Python started ahead has exited"
+        else:
+            try:
+                self.proc.stdin.write(json.dumps(env) + "\n")
+                self.proc.stdin.close()
+                return self.proc, "started ahead: torch was imported while the agent worked"
+            except (OSError, ValueError):
+                why = "the Python started ahead did not take the experiment"
+        self.close()
+        return None, "started fresh: " + why
+
+    def close(self):
+        """Stop it, unless it is running an experiment (then run_training owns it)."""
+        if not self.proc.stdin.closed:
+            kill_group(self.proc.pid, self.proc)
+            self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()
+                except (OSError, ValueError):
+                    pass
+
+
 def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str, str], timeout: float,
-                 expect: dict, on_start=None, on_progress=None, should_stop=None) -> RunResult:
-    """Run train.py in workdir. `expect` holds the manifest's data_hash and EVAL_TOKENS: a record that
-    does not match them is not believed. on_start(pgid) lets the caller note the process group."""
+                 expect: dict, on_start=None, on_progress=None, should_stop=None,
+                 prestarted: Prestarted | None = None) -> RunResult:
+    """Run train.py in workdir, in the Python `prestarted` if one is given and fits, else a fresh one.
+    `expect` holds the manifest's data_hash and EVAL_TOKENS: a record that does not match them is not
+    believed. on_start(pgid) lets the caller note the process group."""
     result_path.unlink(missing_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(log_path, "w") as log:
-        env = {**env, "AUTORESEARCH_RESULT": str(result_path)}
-        proc = subprocess.Popen([sys.executable, "train.py"], cwd=workdir, env=scrubbed_env(env), text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                errors="replace")
+        env = scrubbed_env({**env, "AUTORESEARCH_RESULT": str(result_path)})
+        proc, note = prestarted.take(workdir, env) if prestarted else (None, "")
+        if note:
+            log.write(f"# python {note}\n")
+        if proc is None:
+            proc = subprocess.Popen([sys.executable, "train.py"], cwd=workdir, env=env, text=True,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                    errors="replace")
         if on_start:
             on_start(proc.pid)
         tail: list[str] = []

@@ -7,13 +7,15 @@
 #   bash benchmarks/gpu_session.sh corpus   # the big offline corpus prepared there (the profile's
 #                                           # evaluation, lowered to fit: millions of tokens), a run on
 #                                           # it, and the checks run: syncs per step, eager evaluation (~5 min)
+#   bash benchmarks/gpu_session.sh tests    # the GPU variants of the tests (~2 min)
 #
 # What it expects beside the checkout (both kept out of git):
 #   .device/cache_h100_30      an h100-profile cache prepared beforehand with
 #       AUTORESEARCH_CACHE=.device/cache_h100_30 uv run prepare.py --profile h100 --time-budget 30 --eval-tokens 262144
 #   .device/reference_train.py the train.py to measure beside the current one, e.g.
 #       git show c566324:train.py > .device/reference_train.py    (before the host-sync changes)
-#   .whl/                      wheels that machine's Python may lack (rustbpe and tqdm, to prepare the big corpus)
+#   .whl/                      wheels that machine's Python may lack (rustbpe and tqdm, to prepare the big
+#                              corpus; pytest, for the GPU variants of the tests)
 # Logs and tables go to $OUT (default /tmp/gpu_session); compile caches stay in /tmp/gpu_compile, so a
 # second call on the same machine starts warm.
 set -euo pipefail
@@ -45,11 +47,18 @@ case "${1:-speed}" in
     uv run prepare.py --source python --profile h100 --time-budget 30 --eval-tokens 262144
     git show "${REFERENCE:-c566324}:train.py" > .device/reference_train.py
     python3 -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
-      --platform manylinux2014_x86_64 -d .whl rustbpe tqdm
+      --platform manylinux2014_x86_64 -d .whl rustbpe tqdm pytest pluggy iniconfig packaging pygments
     du -sh .device .whl
     echo 'now: run with carry [".device", ".whl"] and command: OUT=$OUT bash benchmarks/gpu_session.sh speed'
     ;;
   speed)
+    # what the lab's Python started ahead (while the agent works) saves each experiment on this host
+    for i in 1 2; do
+      $PY -c "import time; t0 = time.time(); import numpy, tiktoken, torch; t1 = time.time(); torch.cuda.is_available()
+t2 = time.time(); import torch._dynamo, torch._inductor.compile_fx, torch.nn.attention.flex_attention
+print(f'imports: numpy, tiktoken, torch {t1 - t0:.2f} s | CUDA check {t2 - t1:.2f} s', end=' | ')
+print(f'compiler {time.time() - t2:.2f} s')" | tee -a "$OUT/imports.md"
+    done
     $PY benchmarks/attention.py | tee "$OUT/attention.md"
     $PY benchmarks/gpu.py --only cold,warm --before .device/reference_train.py --compile-cache /tmp/gpu_compile \
       --out "$OUT" | tee "$OUT/speed.md"
@@ -63,8 +72,11 @@ case "${1:-speed}" in
     $PY benchmarks/gpu.py --only big,check --big-cache $BIG --compile-cache /tmp/gpu_compile --out "$OUT" \
       | tee -a "$OUT/corpus.md"
     ;;
+  tests)
+    $PY -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.txt"
+    ;;
   *)
-    echo "usage: bash benchmarks/gpu_session.sh carry|speed|corpus" >&2
+    echo "usage: bash benchmarks/gpu_session.sh carry|speed|corpus|tests" >&2
     exit 2
     ;;
 esac

@@ -9,6 +9,7 @@ from autoresearch import guard, ledger, state, workspace
 from autoresearch.agents.replay import ReplayAgent
 from autoresearch.loop import Display, Lab, Policy, init_run, judge
 from autoresearch.workspace import LabError
+from conftest import ROOT
 from lab_helpers import FAKE_TRAIN, check_invariants, cli, make_repo, variant, write_replay
 
 
@@ -186,6 +187,73 @@ def test_a_run_where_torch_has_no_cached_bytecode_caches_it_for_every_experiment
     assert list(prefix.rglob("torch/__init__.*.pyc")) and list(prefix.rglob("torch/nn/modules/linear.*.pyc"))
 
 
+PRELOADED = ('import sys\nprint("torch preloaded:", "torch" in sys.modules, "| argv:", sys.argv, "| name:", __name__,'
+             ' "| result:", "AUTORESEARCH_RESULT" in __import__("os").environ, flush=True)\n')
+
+
+def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, monkeypatch):
+    """After the baseline, each experiment runs in a Python started before the agent was asked, which
+    had torch imported by then, unless train.py sets environment variables (then a fresh one, so
+    torch sees them at import). It runs train.py as `python train.py` would, fails the same way, gets
+    no secrets, and none is left behind; AUTORESEARCH_PRESTART=0 turns it off."""
+    from autoresearch import runner
+    started = []
+
+    class Recorded(runner.Prestarted):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(runner, "Prestarted", Recorded)
+    monkeypatch.setenv("MY_SECRET_TOKEN", "hunter2")
+    repo = make_repo(tmp_path / "repo", PRELOADED + FAKE_TRAIN)
+    sets_env = variant(WEIGHT=0.2).replace("\nWEIGHT = ", '\nos.environ["OMP_NUM_THREADS"] = "1"\nWEIGHT = ', 1)
+    replay = write_replay(tmp_path / "r.jsonl", [
+        {"description": "stronger", "train_py": PRELOADED + variant(WEIGHT=1.0)},
+        {"description": "sets a variable", "train_py": PRELOADED + sets_env},
+        {"description": "explodes", "train_py": PRELOADED + variant(CRASH=True)},
+    ])
+    lab = new_lab(repo)
+    assert lab.run(ReplayAgent(replay)) == 4
+    rows = check_invariants(lab.workdir)
+    assert [r["status"] for r in rows] == ["keep", "keep", "discard", "crash"]
+    assert "boom: the model exploded" in rows[3]["reason"]
+    logs = [(lab.workdir / "logs" / f"{i:04d}-{r['commit']}.log").read_text() for i, r in enumerate(rows, 1)]
+    same = "| argv: ['train.py'] | name: __main__ | result: True"
+    assert logs[0].startswith("torch preloaded: False " + same)  # the baseline: nothing was started ahead
+    assert logs[1].startswith("# python started ahead: torch was imported while the agent worked\n"
+                              "torch preloaded: True " + same)
+    assert logs[2].startswith("# python started fresh: train.py sets environment variables, which torch may "
+                              "read as it is imported\ntorch preloaded: False " + same)
+    assert "torch preloaded: True" in logs[3] and "RuntimeError: boom" in logs[3]
+    assert all("secret visible: False" in log for log in logs)
+    assert len(started) == 4  # one per proposal asked for, the last one for the agent's "nothing more"
+    assert all(p.proc.poll() is not None for p in started)  # none left behind
+
+    monkeypatch.setenv("AUTORESEARCH_PRESTART", "0")
+    started.clear()
+    lab = new_lab(repo, tag="off")
+    lab.run(ReplayAgent(write_replay(tmp_path / "r2.jsonl", [{"description": "stronger",
+                                                               "train_py": PRELOADED + variant(WEIGHT=1.0)}])))
+    assert started == []
+    log = next((lab.workdir / "logs").glob("0002-*.log")).read_text()
+    assert log.startswith("torch preloaded: False")
+
+
+def test_which_train_py_sets_environment_variables():
+    from autoresearch.runner import sets_environment
+    for source in ['import os\nos.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"\nimport torch',
+                   "import os\nos.environ.setdefault('OMP_NUM_THREADS', '4')",
+                   "from os import environ\nenviron.update(TORCH_LOGS='recompiles')",
+                   "import os\nos.putenv('X', '1')", "import os\ndel os.environ['CUDA_VISIBLE_DEVICES']",
+                   "import os\nos.environ |= {'X': '1'}", "import os\nos.environ.pop('X', None)"]:
+        assert sets_environment(source), source
+    for source in ["import os\nSEED = int(os.environ.get('AUTORESEARCH_SEED', '42'))",
+                   "import os\nprint(os.environ['HOME'])", "environment = {}\nenvironment['x'] = 1",
+                   (ROOT / "train.py").read_text(), "def broken(:"]:
+        assert not sets_environment(source), source
+
+
 def test_init_refuses_an_existing_tag_and_a_missing_cache(repo, tmp_path):
     init_run(repo, "dup")
     with pytest.raises(LabError, match="exists already"):
@@ -227,7 +295,6 @@ def test_cli_init_run_status(repo, tmp_path, use_cache):
 
 def test_the_search_agent_drives_the_real_train_py(tmp_path, use_cache):
     from autoresearch.agents.search import SearchAgent
-    from conftest import ROOT
     repo = make_repo(tmp_path / "real", (ROOT / "train.py").read_text())
     lab = new_lab(repo)
     assert lab.run(SearchAgent(seed=1), max_experiments=2) == 2
