@@ -138,7 +138,10 @@ def main():
                 rows.append((name, summary))
                 print(next((ln for ln in (Path(args.out or tmp) / f"run{i}.log").read_text().splitlines()
                             if ln.startswith("startup:")), "") if args.out else "", flush=True)
-                print(f"{name}: " + json.dumps({k: summary.get(k) for k in KEYS + ['fixed_seconds']}), flush=True)
+                log = (Path(args.out or tmp) / f"run{i}.log").read_text() if args.out else ""
+                early = re.findall(r"^step 0000[1-4] \|.*\| dt (\d+)ms", log, re.M)  # the first timed steps?
+                print(f"{name}: " + json.dumps({k: summary.get(k) for k in KEYS + ['fixed_seconds']}) +
+                      f" | dt of steps 1-4: {', '.join(early)} ms", flush=True)
     device = rows[0][1].get("device", "?") if rows else "?"
     print(f"\n{device}; budget {rows[0][1]['training_seconds'] if rows else '?'} s of training per run")
     print("| run | tokens/s | MFU % | first step s | eval s (tokens) | fixed overhead s | peak GB | val_bpb |")
