@@ -473,9 +473,10 @@ def compiled_or_eager(fn):
 
 def forward_backward(m):
     """One pass over the current micro-batch; gradients accumulate over grad_accum_steps passes. The model
-    returns per-token losses, as the evaluation asks for them: one compiled graph serves both."""
+    returns per-token losses, as the evaluation asks for them: one compiled graph serves both. Their mean
+    leaves out ignored targets (-1), as cross_entropy's own would."""
     with autocast:
-        loss = m(x, y, reduction="none").mean()
+        loss = m(x, y, reduction="none").sum() / (y != -1).sum()
     (loss / grad_accum_steps).backward()
     return loss.detach()
 
