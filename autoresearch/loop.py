@@ -352,6 +352,8 @@ class Lab:
         for s in previous:
             signal.signal(s, stop)
         try:
+            if self.prestart:  # its imports overlap the device probe's
+                self.prestarted = runner.Prestarted(self.workdir, self.env)
             self.check_environment()
             self.recover()
             start, recorded = time.time(), 0

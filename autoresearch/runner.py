@@ -130,8 +130,9 @@ def sets_environment(source: str) -> bool:
 
 class Prestarted:
     """A Python started ahead of an experiment, in its worktree and environment: it imports torch (and
-    the compiler where train.py will compile) while the agent works, a few seconds less per experiment,
-    then runs train.py when `run_training` hands it over. A train.py that sets environment variables
+    the compiler where train.py will compile) while the agent works (or, for the first experiment of a
+    loop, while the lab names the device), a few seconds less per experiment, then runs train.py when
+    `run_training` hands it over. A train.py that sets environment variables
     gets a fresh Python instead, so that torch sees them as it is imported."""
 
     def __init__(self, workdir: Path, env: dict[str, str]):
@@ -162,7 +163,7 @@ class Prestarted:
             try:
                 self.proc.stdin.write(json.dumps(env) + "\n")
                 self.proc.stdin.close()
-                return self.proc, "started ahead: torch was imported while the agent worked"
+                return self.proc, "started ahead: torch was imported before train.py was handed over"
             except (OSError, ValueError):
                 why = "the Python started ahead did not take the experiment"
         self.close()

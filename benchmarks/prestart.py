@@ -60,7 +60,7 @@ def run_lab(repo, tag, replay, think, n, prestart):
         lab.run(Thinking(replay, think), max_experiments=n + 1)
     finally:
         lab_loop.runner.run_training = real_run
-    return seconds[1:], own[1:]  # the baseline has no agent before it, so nothing started ahead
+    return seconds[1:], own[1:]  # the proposals: the baseline overlaps the device probe instead
 
 
 def main():

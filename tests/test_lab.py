@@ -192,9 +192,9 @@ PRELOADED = ('import sys\nprint("torch preloaded:", "torch" in sys.modules, "| a
 
 
 def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, monkeypatch):
-    """After the baseline, each experiment runs in a Python started before the agent was asked, which
-    had torch imported by then, unless train.py sets environment variables (then a fresh one, so
-    torch sees them at import). It runs train.py as `python train.py` would, fails the same way, gets
+    """Each experiment runs in a Python started before it was handed over (for the baseline, as the
+    loop starts; later, before the agent is asked), which had torch imported by then, unless train.py
+    sets environment variables (then a fresh one, so torch sees them at import). It runs train.py as `python train.py` would, fails the same way, gets
     no secrets, and none is left behind; AUTORESEARCH_PRESTART=0 turns it off."""
     from autoresearch import runner
     started = []
@@ -220,14 +220,13 @@ def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, m
     assert "boom: the model exploded" in rows[3]["reason"]
     logs = [(lab.workdir / "logs" / f"{i:04d}-{r['commit']}.log").read_text() for i, r in enumerate(rows, 1)]
     same = "| argv: ['train.py'] | name: __main__ | result: True"
-    assert logs[0].startswith("torch preloaded: False " + same)  # the baseline: nothing was started ahead
-    assert logs[1].startswith("# python started ahead: torch was imported while the agent worked\n"
-                              "torch preloaded: True " + same)
+    ahead = "# python started ahead: torch was imported before train.py was handed over\ntorch preloaded: True "
+    assert logs[0].startswith(ahead + same) and logs[1].startswith(ahead + same)
     assert logs[2].startswith("# python started fresh: train.py sets environment variables, which torch may "
                               "read as it is imported\ntorch preloaded: False " + same)
     assert "torch preloaded: True" in logs[3] and "RuntimeError: boom" in logs[3]
     assert all("secret visible: False" in log for log in logs)
-    assert len(started) == 4  # one per proposal asked for, the last one for the agent's "nothing more"
+    assert len(started) == 5  # the baseline's, one per proposal asked for, and one for the agent's "nothing more"
     assert all(p.proc.poll() is not None for p in started)  # none left behind
 
     monkeypatch.setenv("AUTORESEARCH_PRESTART", "0")
