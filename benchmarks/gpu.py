@@ -14,7 +14,6 @@ started 5 s before the hand-over (while the agent works), its fixed overhead cou
 benchmarks/gpu_session.sh wraps all of it into one call on a GPU machine.
 """
 import argparse
-import functools
 import json
 import os
 import re
@@ -30,8 +29,10 @@ KEYS = ["val_bpb", "training_seconds", "tokens_per_s", "mfu_percent", "peak_vram
         "eval_seconds", "num_steps"]
 
 
-def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None):
-    """One train.py run in its own folder; returns the summary plus the wall time seen from outside."""
+def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None, ahead=None):
+    """One train.py run in its own folder; returns the summary plus the wall time seen from outside.
+    With `ahead` seconds, the run is made as the lab makes it: in a Python started that long before
+    the hand-over (the agent at work), its wall time counted from the hand-over."""
     folder = workdir / name
     folder.mkdir()
     shutil.copy(ROOT / "prepare.py", folder)
@@ -40,50 +41,34 @@ def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None):
                PYTHONUNBUFFERED="1")
     if data_cache:
         env["AUTORESEARCH_CACHE"] = str(data_cache)
-    t0 = time.time()
-    out = subprocess.run([sys.executable, "train.py"], cwd=folder, env=env, capture_output=True, text=True)
-    wall = time.time() - t0
-    if out_dir:
-        (Path(out_dir) / f"{name}.log").write_text(out.stdout + out.stderr)
-    if out.returncode != 0:
-        print(f"{name}: FAILED\n{(out.stdout + out.stderr)[-3000:]}", flush=True)
+    log = Path(out_dir or workdir) / f"{name}.log"
+    if ahead is None:
+        t0 = time.time()
+        out = subprocess.run([sys.executable, "train.py"], cwd=folder, env=env, capture_output=True, text=True)
+        wall, failed, stdout, stderr = time.time() - t0, out.returncode != 0, out.stdout, out.stderr
+        log.write_text(stdout + stderr)
+    else:
+        sys.path.insert(0, str(ROOT))
+        from autoresearch import harness, runner
+        manifest = harness.read_manifest(data_cache)
+        prestarted = runner.Prestarted(folder, env)
+        time.sleep(ahead)
+        result = runner.run_training(folder, log, folder / "r.json", env, timeout=3600, prestarted=prestarted,
+                                     expect=dict(data_hash=manifest["data_hash"],
+                                                 eval_tokens=manifest["constants"]["EVAL_TOKENS"]))
+        wall, failed, stdout, stderr = result.seconds, result.status != "ok", log.read_text(), ""
+    if failed:
+        print(f"{name}: FAILED\n{(stdout + stderr)[-3000:]}", flush=True)
         return None
-    block = out.stdout.split("\n---\n", 1)[1]
+    block = stdout.split("\n---\n", 1)[1]
     summary = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in block.splitlines() if ":" in ln)}
     summary["wall_seconds"] = f"{wall:.1f}"
     summary["fixed_seconds"] = f"{wall - float(summary['training_seconds']):.1f}"
     summary["eval_tokens"] = json.loads((folder / "r.json").read_text())["eval_tokens"]
-    eager = re.search(r"^eager val_bpb: ([\d.]+)", out.stdout, re.M)
+    eager = re.search(r"^eager val_bpb: ([\d.]+)", stdout, re.M)
     if eager:  # the checks run: the eager model's val_bpb, and synchronizations per training step
-        syncs = out.stderr.count("called a synchronizing CUDA operation")
+        syncs = stderr.count("called a synchronizing CUDA operation")
         summary["val_bpb"] += f" (eager {eager.group(1)}; {syncs / (int(summary['num_steps']) - 1):.1f} syncs/step)"
-    return summary
-
-
-def run_ahead(name, train_text, compile_cache, workdir, out_dir, think=5.0):
-    """One train.py run as the lab makes it: in a Python started `think` seconds before the hand-over
-    (the agent at work). Its wall time counts from the hand-over."""
-    sys.path.insert(0, str(ROOT))
-    from autoresearch import harness, runner
-    folder = workdir / name
-    folder.mkdir()
-    shutil.copy(ROOT / "prepare.py", folder)
-    (folder / "train.py").write_text(train_text)
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(compile_cache))
-    manifest = harness.read_manifest()
-    prestarted = runner.Prestarted(folder, env)
-    time.sleep(think)
-    log = Path(out_dir or workdir) / f"{name}.log"
-    result = runner.run_training(folder, log, folder / "r.json", env, timeout=3600, prestarted=prestarted,
-                                 expect=dict(data_hash=manifest["data_hash"],
-                                             eval_tokens=manifest["constants"]["EVAL_TOKENS"]))
-    if result.status != "ok":
-        print(f"{name}: FAILED ({result.status}: {result.reason})\n{log.read_text()[-3000:]}", flush=True)
-        return None
-    summary = dict(result.summary)
-    summary["wall_seconds"] = f"{result.seconds:.1f}"
-    summary["fixed_seconds"] = f"{result.seconds - float(summary['training_seconds']):.1f}"
-    summary["eval_tokens"] = result.record["eval_tokens"]
     return summary
 
 
@@ -118,27 +103,26 @@ def main():
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     ours = (ROOT / "train.py").read_text()
-    # name: (label, train.py text, compile cache, data cache or None for AUTORESEARCH_CACHE)
-    runs = {"cold": ("ours, cold cache", ours, "ours", None), "warm": ("ours, warm cache", ours, "ours", None),
-            "L": ("ours, window L", with_pattern(ours, "L"), "ours", None),
-            "check": ("ours, checks (timings perturbed)", with_checks(ours), "ours", None),
-            "big": ("ours, big corpus, warm cache", ours, "ours", args.big_cache),
-            "ahead": ("ours, warm cache, Python started 5 s ahead (the lab)", ours, "ours", None)}
+    # name: (label, train.py text, compile cache, data cache or None for AUTORESEARCH_CACHE, seconds ahead)
+    runs = {"cold": ("ours, cold cache", ours, "ours", None, None),
+            "warm": ("ours, warm cache", ours, "ours", None, None),
+            "L": ("ours, window L", with_pattern(ours, "L"), "ours", None, None),
+            "check": ("ours, checks (timings perturbed)", with_checks(ours), "ours", None, None),
+            "big": ("ours, big corpus, warm cache", ours, "ours", args.big_cache, None),
+            "ahead": ("ours, warm cache, Python started 5 s ahead (the lab)", ours, "ours", None, 5.0)}
     plan = [runs[name] for name in args.only.split(",")]
     if args.before:
-        plan.append(("before, cold cache", Path(args.before).read_text(), "before", None))
+        plan.append(("before, cold cache", Path(args.before).read_text(), "before", None, None))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         compile_root = Path(args.compile_cache) if args.compile_cache else tmp
-        for i, (name, text, cache, data) in enumerate(plan):
-            how = run_ahead if "started" in name else functools.partial(run, data_cache=data)
-            summary = how(f"run{i}", text, compile_root / f"inductor-{cache}", tmp, args.out)
+        for i, (name, text, cache, data, ahead) in enumerate(plan):
+            summary = run(f"run{i}", text, compile_root / f"inductor-{cache}", tmp, args.out, data, ahead)
             if summary:
                 rows.append((name, summary))
-                print(next((ln for ln in (Path(args.out or tmp) / f"run{i}.log").read_text().splitlines()
-                            if ln.startswith("startup:")), "") if args.out else "", flush=True)
-                log = (Path(args.out or tmp) / f"run{i}.log").read_text() if args.out else ""
+                log = (Path(args.out or tmp) / f"run{i}.log").read_text()
+                print(next((ln for ln in log.splitlines() if ln.startswith("startup:")), ""), flush=True)
                 early = re.findall(r"^step 0000[1-4] \|.*\| dt (\d+)ms", log, re.M)  # the first timed steps?
                 print(f"{name}: " + json.dumps({k: summary.get(k) for k in KEYS + ['fixed_seconds']}) +
                       f" | dt of steps 1-4: {', '.join(early)} ms", flush=True)

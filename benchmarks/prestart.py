@@ -46,12 +46,10 @@ def run_lab(repo, tag, replay, think, n, prestart):
 
     def timed_run(*args, **kwargs):
         t0 = time.perf_counter()
-        try:
-            result = real_run(*args, **kwargs)
-            return result
-        finally:
-            seconds.append(time.perf_counter() - t0)
-            own.append(float(result.summary.get("total_seconds", "nan")))
+        result = real_run(*args, **kwargs)
+        seconds.append(time.perf_counter() - t0)
+        own.append(float(result.summary.get("total_seconds", "nan")))
+        return result
 
     lab_loop.runner.run_training = timed_run
     try:
