@@ -74,16 +74,23 @@ def failure_reason(tail: list[str], returncode: int) -> str:
     return (lines[-1][:300] if lines else "") or f"train.py exited with code {returncode}"
 
 
-# What a Python started ahead runs: the imports every train.py makes (and, where train.py compiles by
-# default or AUTORESEARCH_COMPILE=1 asks, what torch.compile loads), then, once the lab sends the
+# What a Python started ahead runs: the imports every train.py makes, the CUDA context where train.py
+# will run on CUDA, and where it compiles (by default on CUDA, or when AUTORESEARCH_COMPILE=1 asks) what
+# the first torch.compile loads and computes once per process; then, once the lab sends the
 # experiment's environment as one line of json, train.py itself, as `python train.py` would.
 PRESTART = """
 import builtins, json, os, sys, types
 import numpy, tiktoken, torch
-compiling = os.environ.get("AUTORESEARCH_COMPILE")
-if compiling == "1" or (compiling != "0" and os.environ.get("AUTORESEARCH_DEVICE") not in ("cpu", "mps")
-                        and torch.cuda.is_available()):
+cuda = os.environ.get("AUTORESEARCH_DEVICE") not in ("cpu", "mps") and torch.cuda.is_available()
+if cuda:
+    torch.cuda.init()
+if os.environ.get("AUTORESEARCH_COMPILE", "1" if cuda else "0") != "0":
     import torch._dynamo, torch._inductor.compile_fx, torch.nn.attention.flex_attention
+    try:  # the keys of the compile cache: hashes of this torch and Triton, and the device's name
+        from torch._inductor.codecache import CacheBase, torch_key
+        CacheBase.get_system(), torch_key()
+    except Exception:
+        pass  # another torch: its first compile computes them
 line = sys.stdin.readline()
 if not line:
     sys.exit(0)  # the lab went away first
