@@ -239,6 +239,25 @@ def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, m
     assert log.startswith("torch preloaded: False")
 
 
+def test_a_python_started_ahead_loads_the_compiler_only_where_train_py_compiles(tmp_path):
+    """With AUTORESEARCH_COMPILE=1 the Python started ahead has the compiler imported and its cache keys
+    computed before train.py runs; on a CPU by default (train.py does not compile there), neither."""
+    import os
+    from autoresearch import runner
+    (tmp_path / "train.py").write_text(
+        'import sys\nloaded = "torch._dynamo" in sys.modules\n'
+        'from torch._inductor.codecache import CacheBase\n'
+        'print("compiler:", loaded, "| keys:", CacheBase.get_system.cache_info().currsize)\n')
+    for compiling, expected in (("1", "compiler: True | keys: 1"), (None, "compiler: False | keys: 0")):
+        env = {k: v for k, v in os.environ.items() if k != "AUTORESEARCH_COMPILE"}
+        env.update(AUTORESEARCH_DEVICE="cpu", **({"AUTORESEARCH_COMPILE": compiling} if compiling else {}))
+        log = tmp_path / f"{compiling}.log"
+        runner.run_training(tmp_path, log, tmp_path / "r.json", env, 120, expect={},
+                            prestarted=runner.Prestarted(tmp_path, env))
+        assert log.read_text().startswith("# python started ahead"), log.read_text()
+        assert expected in log.read_text(), log.read_text()
+
+
 def test_which_train_py_sets_environment_variables():
     from autoresearch.runner import sets_environment
     for source in ['import os\nos.environ["PYTORCH_CUDA_ALLOC_CONF"] = "expandable_segments:True"\nimport torch',
