@@ -327,6 +327,11 @@ class Lab:
             raise LabError(f"{self.results} was recorded elsewhere ({why}): its numbers are not comparable; "
                            f"start a new run with `autoresearch init --tag NEW`")
 
+    def start_ahead(self):
+        """The next experiment's Python, unless one is waiting already or AUTORESEARCH_PRESTART=0."""
+        if self.prestart and self.prestarted is None:
+            self.prestarted = runner.Prestarted(self.workdir, self.env)
+
     def spent(self) -> float:
         return sum(_number(r.get("cost_usd")) or 0.0 for r in self.rows())
 
@@ -352,8 +357,7 @@ class Lab:
         for s in previous:
             signal.signal(s, stop)
         try:
-            if self.prestart:  # its imports overlap the device probe's
-                self.prestarted = runner.Prestarted(self.workdir, self.env)
+            self.start_ahead()  # its imports overlap the device probe's
             self.check_environment()
             self.recover()
             start, recorded = time.time(), 0
@@ -373,8 +377,7 @@ class Lab:
                                                  agent="baseline", attempts=0)
                     self.save()
                 elif cur is None:
-                    if self.prestart and self.prestarted is None:
-                        self.prestarted = runner.Prestarted(self.workdir, self.env)
+                    self.start_ahead()  # while the agent works
                     try:
                         proposed = self.propose(agent, rows)
                     except AgentUnavailable as e:

@@ -194,8 +194,9 @@ PRELOADED = ('import sys\nprint("torch preloaded:", "torch" in sys.modules, "| a
 def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, monkeypatch):
     """Each experiment runs in a Python started before it was handed over (for the baseline, as the
     loop starts; later, before the agent is asked), which had torch imported by then, unless train.py
-    sets environment variables (then a fresh one, so torch sees them at import). It runs train.py as `python train.py` would, fails the same way, gets
-    no secrets, and none is left behind; AUTORESEARCH_PRESTART=0 turns it off."""
+    sets environment variables (then a fresh one, so torch sees them at import). It runs train.py as
+    `python train.py` would, fails the same way, gets no secrets, and none is left behind;
+    AUTORESEARCH_PRESTART=0 turns it off."""
     from autoresearch import runner
     started = []
 
