@@ -102,6 +102,10 @@ def main():
         p.error("the 'big' run needs --big-cache DIR")
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
+    if os.environ.get("AUTORESEARCH_CACHE"):  # each run works in a folder of its own: a relative path would miss
+        os.environ["AUTORESEARCH_CACHE"] = str(Path(os.environ["AUTORESEARCH_CACHE"]).expanduser().resolve())
+    if args.big_cache:
+        args.big_cache = str(Path(args.big_cache).expanduser().resolve())
     ours = (ROOT / "train.py").read_text()
     # name: (label, train.py text, compile cache, data cache or None for AUTORESEARCH_CACHE, seconds ahead)
     runs = {"cold": ("ours, cold cache", ours, "ours", None, None),
