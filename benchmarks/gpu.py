@@ -36,7 +36,7 @@ def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None, ahea
     folder = workdir / name
     folder.mkdir()
     shutil.copy(ROOT / "prepare.py", folder)
-    (folder / "train.py").write_text(train_text)
+    (folder / "train.py").write_text(with_training_peak(train_text))
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(compile_cache), AUTORESEARCH_RESULT=str(folder / "r.json"),
                PYTHONUNBUFFERED="1")
     if data_cache:
@@ -65,11 +65,21 @@ def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None, ahea
     summary["wall_seconds"] = f"{wall:.1f}"
     summary["fixed_seconds"] = f"{wall - float(summary['training_seconds']):.1f}"
     summary["eval_tokens"] = json.loads((folder / "r.json").read_text())["eval_tokens"]
+    training_peak = re.search(r"^training peak MiB: ([\d.]+)$", stdout, re.M)
+    summary["training_peak_mb"] = training_peak.group(1) if training_peak else None
     eager = re.search(r"^eager val_bpb: ([\d.]+)", stdout, re.M)
     if eager:  # the checks run: the eager model's val_bpb, and synchronizations per training step
         syncs = stderr.count("called a synchronizing CUDA operation")
         summary["val_bpb"] += f" (eager {eager.group(1)}; {syncs / (int(summary['num_steps']) - 1):.1f} syncs/step)"
     return summary
+
+
+def with_training_peak(text):
+    """train.py that also prints its peak memory before the evaluation, which shows whether training or
+    the evaluation sets the peak (peak_vram_mb is the whole run's)."""
+    marker = "\nt_eval = time.time()\n"
+    probe = 'if ON_CUDA:\n    print(f"training peak MiB: {torch.cuda.max_memory_allocated() / 2**20:.1f}", flush=True)\n'
+    return text.replace(marker, "\n" + probe + marker[1:], 1) if "ON_CUDA" in text else text
 
 
 def with_pattern(text, pattern):
@@ -128,16 +138,17 @@ def main():
                 log = (Path(args.out or tmp) / f"run{i}.log").read_text()
                 print(next((ln for ln in log.splitlines() if ln.startswith("startup:")), ""), flush=True)
                 early = re.findall(r"^step 0000[1-4] \|.*\| dt (\d+)ms", log, re.M)  # the first timed steps?
-                print(f"{name}: " + json.dumps({k: summary.get(k) for k in KEYS + ['fixed_seconds']}) +
+                print(f"{name}: " + json.dumps({k: summary.get(k) for k in KEYS + ['fixed_seconds', 'training_peak_mb']}) +
                       f" | dt of steps 1-4: {', '.join(early)} ms", flush=True)
     device = rows[0][1].get("device", "?") if rows else "?"
     print(f"\n{device}; budget {rows[0][1]['training_seconds'] if rows else '?'} s of training per run")
-    print("| run | tokens/s | MFU % | first step s | eval s (tokens) | fixed overhead s | peak GB | val_bpb |")
+    print("| run | tokens/s | MFU % | first step s | eval s (tokens) | fixed overhead s | peak GB (training) | val_bpb |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, s in rows:
+        training = f" ({float(s['training_peak_mb']) / 1024:.1f})" if s["training_peak_mb"] else ""
         print(f"| {name} | {float(s['tokens_per_s']) / 1e6:.3f} M | {s['mfu_percent']} | {s.get('first_step_seconds', '?')} | "
               f"{s.get('eval_seconds', '?')} ({s['eval_tokens']:,}) | {s['fixed_seconds']} | "
-              f"{float(s['peak_vram_mb']) / 1024:.1f} | {s['val_bpb']} |")
+              f"{float(s['peak_vram_mb']) / 1024:.1f}{training} | {s['val_bpb']} |")
 
 
 if __name__ == "__main__":
