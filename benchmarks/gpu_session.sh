@@ -4,11 +4,13 @@
 #   bash benchmarks/gpu_session.sh carry    # here, with network, first: builds .device/ and .whl/ below
 #   bash benchmarks/gpu_session.sh speed    # imports, attention kernels, then cold and warm compile cache,
 #                                           # and warm in a Python started ahead as the lab does, beside
-#                                           # a reference train.py (~7 min)
+#                                           # a reference train.py (5.4 min on an H200 host)
 #   bash benchmarks/gpu_session.sh corpus   # the big offline corpus prepared there (the profile's
 #                                           # evaluation, lowered to fit: millions of tokens), a run on
-#                                           # it, and the checks run: syncs per step, eager evaluation (~5 min)
+#                                           # it, and the checks run: syncs per step, eager evaluation
+#                                           # (2.3 min)
 #   bash benchmarks/gpu_session.sh tests    # the GPU variants of the tests (~2 min)
+# Each is one call of its own; a machine's start (~1.5 min) and all three fit in 15 minutes of GPU time.
 #
 # What it expects beside the checkout (both kept out of git):
 #   .device/cache_h100_30      an h100-profile cache prepared beforehand with

@@ -143,8 +143,7 @@ def test_the_compiled_path_with_short_windows_trains_and_evaluates_like_the_eage
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_the_compiled_training_step_takes_no_more_memory_than_one_that_returns_the_mean_alone(tiny_cache,
-                                                                                               tmp_path):
+def test_on_cuda_the_compiled_training_step_needs_no_more_memory_than_with_the_mean_alone(tiny_cache, tmp_path):
     """The compiled model returns per-token losses beside the mean (the evaluation reads them from the
     same graph), and training takes its gradients from the mean: its peak memory during training is
     that of a model that returns the mean alone. Gradients from per-token losses summed outside the
