@@ -9,7 +9,7 @@
 #                                           # evaluation, lowered to fit: millions of tokens), a run on
 #                                           # it, and the checks run: syncs per step, eager evaluation
 #                                           # (2.3 min)
-#   bash benchmarks/gpu_session.sh tests    # the GPU variants of the tests (~2 min)
+#   bash benchmarks/gpu_session.sh tests    # the GPU variants of the tests, and the loss head's memory (~2 min)
 # Each is one call of its own; a machine's start (~1.5 min) and all three fit in 15 minutes of GPU time.
 #
 # What it expects beside the checkout (both kept out of git):
@@ -78,6 +78,7 @@ print(f'compile cache keys {time.time() - t3:.2f} s')" | tee -a "$OUT/imports.md
     ;;
   tests)
     $PY -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.txt"
+    $PY benchmarks/loss_memory.py | tee "$OUT/loss_memory.md"
     ;;
   *)
     echo "usage: bash benchmarks/gpu_session.sh carry|speed|corpus|tests" >&2
