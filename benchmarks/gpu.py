@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ["val_bpb", "training_seconds", "tokens_per_s", "mfu_percent", "peak_vram_mb", "first_step_seconds",
-        "eval_seconds", "num_steps"]
+KEYS = ["val_bpb", "training_seconds", "tokens_per_s", "mfu_percent", "peak_vram_mb", "training_peak_mb",
+        "first_step_seconds", "eval_seconds", "num_steps", "fixed_seconds"]
 
 
 def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None, ahead=None):
@@ -138,7 +138,7 @@ def main():
                 log = (Path(args.out or tmp) / f"run{i}.log").read_text()
                 print(next((ln for ln in log.splitlines() if ln.startswith("startup:")), ""), flush=True)
                 early = re.findall(r"^step 0000[1-4] \|.*\| dt (\d+)ms", log, re.M)  # the first timed steps?
-                print(f"{name}: " + json.dumps({k: summary.get(k) for k in KEYS + ['fixed_seconds', 'training_peak_mb']}) +
+                print(f"{name}: " + json.dumps({k: summary.get(k) for k in KEYS}) +
                       f" | dt of steps 1-4: {', '.join(early)} ms", flush=True)
     device = rows[0][1].get("device", "?") if rows else "?"
     print(f"\n{device}; budget {rows[0][1]['training_seconds'] if rows else '?'} s of training per run")
