@@ -10,7 +10,9 @@
 #                                           # it, and the checks run: syncs per step, eager evaluation
 #                                           # (2.3 min)
 #   bash benchmarks/gpu_session.sh tests    # the GPU variants of the tests, and the loss head's memory (~2 min)
-# Each is one call of its own; a machine's start (~1.5 min) and all three fit in 15 minutes of GPU time.
+# Several modes run one after another in one call (`tests speed`: ~7.5 min), which saves a machine's
+# start and the gap between calls, after which an idle machine goes back. A start (~1.5 min) and all
+# three fit in 15 minutes of GPU time.
 #
 # What it expects beside the checkout (both kept out of git):
 #   .device/cache_h100_30      an h100-profile cache prepared beforehand with
@@ -26,13 +28,23 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu_session}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-if [ "${1:-speed}" != carry ] && compgen -G ".whl/*.whl" > /dev/null; then  # there, not here
+modes=("${@:-speed}")
+for mode in "${modes[@]}"; do
+  case "$mode" in
+    carry|speed|corpus|tests) ;;
+    *) echo "usage: bash benchmarks/gpu_session.sh carry | [speed] [corpus] [tests]" >&2; exit 2 ;;
+  esac
+done
+if [[ " ${modes[*]} " == *" carry "* && ${#modes[@]} -gt 1 ]]; then
+  echo "carry runs here, alone; then the other modes there" >&2; exit 2
+fi
+if [ "${modes[0]}" != carry ] && compgen -G ".whl/*.whl" > /dev/null; then  # there, not here
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export AUTORESEARCH_CACHE=${AUTORESEARCH_CACHE:-.device/cache_h100_30}
 BIG=/tmp/cache_big
-if [ "${1:-speed}" != carry ]; then
+if [ "${modes[0]}" != carry ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
   # torch's bytecode: where it is not cached (and PYTHONDONTWRITEBYTECODE may forbid writing it), keep
   # it in /tmp/pyc, as `uv sync --compile-bytecode` would for a user; the first run writes it
@@ -44,7 +56,8 @@ if [ "${1:-speed}" != carry ]; then
   fi
 fi
 
-case "${1:-speed}" in
+for mode in "${modes[@]}"; do
+case "$mode" in
   carry)
     mkdir -p .device .whl
     uv run prepare.py --source python --profile h100 --time-budget 30 --eval-tokens 262144
@@ -52,7 +65,7 @@ case "${1:-speed}" in
     python3 -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
       --platform manylinux2014_x86_64 -d .whl rustbpe tqdm pytest pluggy iniconfig packaging pygments
     du -sh .device .whl
-    echo 'now: run with carry [".device", ".whl"] and command: OUT=$OUT bash benchmarks/gpu_session.sh speed'
+    echo 'now: run with carry [".device", ".whl"] and command: OUT=$OUT bash benchmarks/gpu_session.sh tests speed'
     ;;
   speed)
     # what the lab's Python started ahead (while the agent works) saves each experiment on this host
@@ -80,8 +93,5 @@ print(f'compile cache keys {time.time() - t3:.2f} s')" | tee -a "$OUT/imports.md
     $PY -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.txt"
     $PY benchmarks/loss_memory.py | tee "$OUT/loss_memory.md"
     ;;
-  *)
-    echo "usage: bash benchmarks/gpu_session.sh carry|speed|corpus|tests" >&2
-    exit 2
-    ;;
 esac
+done
