@@ -45,6 +45,7 @@ DEFAULT_NUM_SHARDS = {"h100": 10, "small": 4, "tiny": 1}  # climbmix training sh
 MANIFEST_FORMAT = 1
 DOC_MAX_CHARS = 8000  # long files are split into documents of at most this many characters
 VAL_PERCENT = 5  # share of documents pinned to the validation split (python and files sources)
+NEAR_COPY_SHARE = 0.5  # a file with at least this share of its lines in another file keeps that one's split
 
 SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,2}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
@@ -182,6 +183,46 @@ def python_documents(include_site_packages=False):
                     group = str(Path(*parts[1:] if parts[0] in ("site-packages", "dist-packages") else parts))
                     for doc in split_text(text):
                         yield group, doc
+
+
+def near_copy_roots(documents):
+    """Near-copies share a split: a vendored module of another version, generated files of one family,
+    a record that repeats another with an edit. Groups are joined when one has at least NEAR_COPY_SHARE
+    of its distinct lines (stripped, 8 characters or more; 5 such lines at least) in the other. A line
+    in more than 10% of the groups (20 at least, 200 at most) is boilerplate, a licence or an import,
+    and joins nothing. Returns {group: root}, the smallest group of each joined set, so the split does
+    not depend on the order the files were read in."""
+    import zlib
+    from collections import Counter, defaultdict
+    lines = defaultdict(set)
+    for group, text in documents:
+        lines[group].update(zlib.crc32(line.encode("utf-8", "replace")) for line in map(str.strip, text.splitlines())
+                            if len(line) >= 8)
+    groups = sorted(lines)
+    seen_in = Counter(h for group in groups for h in lines[group])
+    most = min(200, max(20, len(groups) // 10))
+    where = defaultdict(list)  # line -> the groups holding it, for the lines in 2 to `most` groups
+    for i, group in enumerate(groups):
+        for h in lines[group]:
+            if 1 < seen_in[h] <= most:
+                where[h].append(i)
+    parent = list(range(len(groups)))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, group in enumerate(groups):
+        if len(lines[group]) < 5:
+            continue
+        shared = Counter(j for h in lines[group] for j in where.get(h, ()))
+        for j, count in shared.items():
+            if j != i and count >= NEAR_COPY_SHARE * len(lines[group]):
+                a, b = sorted((root(i), root(j)))
+                parent[b] = a  # the smaller index, hence the smaller group, is the root
+    return {group: groups[root(i)] for i, group in enumerate(groups)}
 
 
 FILE_SUFFIXES = (".txt", ".md", ".jsonl", ".parquet")
@@ -614,6 +655,8 @@ def source_spec(args):
 
 
 def collect_documents(args, directory):
+    """The source's documents in their splits; returns (splits, characters, exact duplicates left out,
+    groups that keep a near-copy's split)."""
     from tqdm import tqdm
     if args.source == "python":
         stream = python_documents(args.include_site_packages)
@@ -625,7 +668,7 @@ def collect_documents(args, directory):
     # in each split would put validation text into training. The first one met keeps its split.
     # climbmix keeps the seed's pinned validation shard whole.
     seen = set() if args.source != "climbmix" else None
-    splits, chars, duplicates = {"train": [], "val": []}, 0, 0
+    documents, chars, duplicates = [], 0, 0
     for group, text in tqdm(stream, desc="read documents", unit="doc", mininterval=1):
         if seen is not None:
             key = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).digest()
@@ -633,15 +676,19 @@ def collect_documents(args, directory):
                 duplicates += 1
                 continue
             seen.add(key)
-        split = group if group in ("train", "val") else ("val" if is_val(group) else "train")
-        splits[split].append(text)
+        documents.append((group, text))
         chars += len(text)
         if args.max_chars and chars >= args.max_chars:
             break
+    roots = near_copy_roots(documents) if seen is not None else {}
+    splits = {"train": [], "val": []}
+    for group, text in documents:
+        group = roots.get(group, group)
+        splits[group if group in ("train", "val") else ("val" if is_val(group) else "train")].append(text)
     for split, docs in splits.items():
         if not docs:
             raise CacheError(f"the {split} split is empty: the source has too few documents; add more text")
-    return splits, chars, duplicates
+    return splits, chars, duplicates, sum(group != root for group, root in roots.items())
 
 
 def fit_eval_tokens(tokenizer, data_dir, dtype, constants, overrides, profile):
@@ -704,9 +751,11 @@ def prepare(args):
     t0 = time.time()
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # the manifest is written last: no manifest, no cache
-    splits, chars, duplicates = collect_documents(args, directory)
+    splits, chars, duplicates, near_copies = collect_documents(args, directory)
+    notes = [f"{duplicates:,} exact duplicates left out"] * bool(duplicates) \
+        + [f"{near_copies:,} near-copies kept in the split of the file they resemble"] * bool(near_copies)
     print(f"documents: {len(splits['train']):,} train, {len(splits['val']):,} val, {chars / 1e6:.1f} M characters"
-          + (f" ({duplicates:,} exact duplicates left out)" if duplicates else ""))
+          + (f" ({'; '.join(notes)})" if notes else ""))
 
     t1 = time.time()
     tok_dir = directory / "tokenizer"
@@ -743,8 +792,9 @@ def prepare(args):
     wanted["constants"] = {k.upper(): v for k, v in constants.items()}  # as fitted
     manifest = dict(format=MANIFEST_FORMAT, **wanted, lowered=lowered, overrides=overrides,
                     token_dtype=np.dtype(dtype).name,
-                    documents={k: len(v) for k, v in splits.items()}, duplicates=duplicates, tokens=counts,
-                    characters=chars, files=files, tokenizer_hash=tokenizer_hash, data_hash=data_hash,
+                    documents={k: len(v) for k, v in splits.items()}, duplicates=duplicates,
+                    near_copies=near_copies, tokens=counts, characters=chars, files=files,
+                    tokenizer_hash=tokenizer_hash, data_hash=data_hash,
                     created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), prepare_seconds=round(time.time() - t0, 1))
     tmp = manifest_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))

@@ -16,7 +16,8 @@
 #
 # What it expects beside the checkout (both kept out of git):
 #   .device/cache_h100_30      an h100-profile cache prepared beforehand with
-#       AUTORESEARCH_CACHE=.device/cache_h100_30 uv run prepare.py --profile h100 --time-budget 30 --eval-tokens 262144
+#       AUTORESEARCH_CACHE=.device/cache_h100_30 uv run prepare.py --profile h100 --time-budget 30
+#   (its evaluation lowered to what the stdlib's validation split holds: 241,664 tokens with Python 3.11)
 #   .device/reference_train.py the train.py to measure beside the current one, e.g.
 #       git show c566324:train.py > .device/reference_train.py    (before the host-sync changes)
 #   .whl/                      wheels that machine's Python may lack (rustbpe and tqdm, to prepare the big
@@ -60,7 +61,7 @@ for mode in "${modes[@]}"; do
 case "$mode" in
   carry)
     mkdir -p .device .whl
-    uv run prepare.py --source python --profile h100 --time-budget 30 --eval-tokens 262144
+    uv run prepare.py --source python --profile h100 --time-budget 30 --force
     git show "${REFERENCE:-c566324}:train.py" > .device/reference_train.py
     python3 -m pip download -q --only-binary=:all: --no-deps --python-version 3.12 \
       --platform manylinux2014_x86_64 -d .whl rustbpe tqdm pytest pluggy iniconfig packaging pygments

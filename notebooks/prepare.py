@@ -160,6 +160,8 @@ def _(cache_box, get_generation):
             "characters": f"{manifest['characters']:,}",
             "exact duplicates left out": f"{manifest['duplicates']:,}" if "duplicates" in manifest
             else "not checked (prepared before duplicates were left out)",
+            "near-copies kept in one split": f"{manifest['near_copies']:,}" if "near_copies" in manifest
+            else "not checked (prepared before near-copies were kept together)",
             "MAX_SEQ_LEN": _c["MAX_SEQ_LEN"],
             "VOCAB_SIZE": _c["VOCAB_SIZE"], "EVAL_TOKENS": f"{_c['EVAL_TOKENS']:,}" + (
                 f" (lowered from the profile's {manifest['lowered']['EVAL_TOKENS']:,}: all the validation split holds)"

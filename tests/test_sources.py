@@ -47,7 +47,7 @@ def test_exact_copies_are_kept_once_so_no_validation_text_is_trained_on(tmp_path
     monkeypatch.setattr(prepare, "python_roots", lambda include_site_packages=False: [str(root)])
     args = argparse.Namespace(source="python", include_site_packages=True, max_chars=None)
 
-    splits, chars, duplicates = prepare.collect_documents(args, tmp_path)
+    splits, chars, duplicates, _ = prepare.collect_documents(args, tmp_path)
 
     texts = splits["train"] + splits["val"]
     assert duplicates == 200 and len(texts) == len(set(texts)) == 201
@@ -63,12 +63,54 @@ def test_two_installs_of_a_package_share_their_split(tmp_path, monkeypatch):
     python_tree(venv, {f"pkg/mod_{i}.py": f"VERSION, N = 2, {i}\n" for i in range(200)})
     monkeypatch.setattr(prepare, "python_roots", lambda include_site_packages=False: [str(base), str(venv)])
 
-    splits, _, duplicates = prepare.collect_documents(
+    splits, _, duplicates, _ = prepare.collect_documents(
         argparse.Namespace(source="python", include_site_packages=True, max_chars=None), tmp_path)
 
     assert duplicates == 0 and len(splits["val"]) > 0
     for i in range(200):
         assert (f"VERSION, N = 1, {i}\n" in splits["val"]) == (f"VERSION, N = 2, {i}\n" in splits["val"])
+
+
+def module_text(i, version):
+    return "".join(f"def step_{i}_{k}(x):  # part {k} of module {i}\n    return x + {i * 100 + k}\n"
+                   for k in range(8)) + f"VERSION = '{version}'  # of module {i}\n"
+
+
+def test_near_copies_share_a_split_whichever_their_paths(tmp_path, monkeypatch):
+    """A package vendored at another version: not an exact copy, so only the near-copy rule keeps the
+    two out of different splits."""
+    root = tmp_path / "venv"
+    python_tree(root, {**{f"pkg/mod_{i}.py": module_text(i, "1.0") for i in range(200)},
+                       **{f"tool/_vendor/pkg/mod_{i}.py": module_text(i, "0.9") for i in range(200)}})
+    assert any(prepare.is_val(f"pkg/mod_{i}.py") != prepare.is_val(f"tool/_vendor/pkg/mod_{i}.py")
+               for i in range(200))  # the case that leaks
+    monkeypatch.setattr(prepare, "python_roots", lambda include_site_packages=False: [str(root)])
+
+    splits, _, duplicates, near_copies = prepare.collect_documents(
+        argparse.Namespace(source="python", include_site_packages=True, max_chars=None), tmp_path)
+
+    assert duplicates == 0 and near_copies == 200 and len(splits["val"]) > 0
+    for i in range(200):
+        assert (module_text(i, "1.0") in splits["val"]) == (module_text(i, "0.9") in splits["val"])
+    documents = [(f"pkg/mod_{i}.py", module_text(i, "1.0")) for i in range(200)] \
+        + [(f"tool/_vendor/pkg/mod_{i}.py", module_text(i, "0.9")) for i in range(200)]
+    assert prepare.near_copy_roots(documents) == prepare.near_copy_roots(documents[::-1])  # order-free
+
+
+def test_lines_most_files_share_join_nothing(tmp_path, monkeypatch):
+    """A licence header on every file of a small corpus is more than half of each short file: it must
+    not join them all into one split."""
+    header = "".join(f"# Copyright line {k} of the licence every file of this project carries.\n" for k in range(10))
+    root = tmp_path / "src"
+    python_tree(root, {f"app/mod_{i}.py": header + f"def run_{i}(x):\n    return x * {i} + {i * 7}\n"
+                       + f"RESULT_{i} = run_{i}({i})  # the module's own answer\n" for i in range(400)})
+    monkeypatch.setattr(prepare, "python_roots", lambda include_site_packages=False: [str(root)])
+
+    splits, _, _, near_copies = prepare.collect_documents(
+        argparse.Namespace(source="python", include_site_packages=False, max_chars=None), tmp_path)
+
+    assert near_copies == 0
+    assert 0.02 < len(splits["val"]) / 400 < 0.09
 
 
 def test_files_source_leaves_repeated_records_out_and_says_so(tmp_path, capsys):
