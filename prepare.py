@@ -713,6 +713,18 @@ def fit_eval_tokens(tokenizer, data_dir, dtype, constants, overrides, profile):
     return {"EVAL_TOKENS": asked}
 
 
+def cache_differences(existing, wanted):
+    """What differs between a prepared cache and the one asked for: 'what: there, asked' parts."""
+    def show(value):
+        return "unset" if value is None else f"{value:,}" if isinstance(value, int) and value > 9999 else str(value)
+    pairs = [("profile", existing.get("profile"), wanted["profile"])]
+    pairs += [(f"source {key}", existing["source"].get(key), wanted["source"].get(key))
+              for key in dict.fromkeys([*existing["source"], *wanted["source"]])]
+    asked = constants_asked(existing)
+    pairs += [(key, asked.get(key), wanted["constants"].get(key)) for key in wanted["constants"]]
+    return "; ".join(f"{what} {show(there)} there, {show(want)} asked" for what, there, want in pairs if there != want)
+
+
 def prepare(args):
     """Build (or confirm) the cache for one profile + source; returns the manifest."""
     directory = Path(args.cache).expanduser() if args.cache else cache_dir()
@@ -743,10 +755,8 @@ def prepare(args):
         if same:
             print(f"already prepared: {directory} ({args.profile}, {args.source}); nothing to do")
             return existing
-        raise CacheError(
-            f"{directory} already holds another cache (profile {existing['profile']}, source "
-            f"{existing['source']['name']}, {existing['constants']}): set AUTORESEARCH_CACHE to another "
-            f"folder, or pass --force to replace it")
+        raise CacheError(f"{directory} already holds another cache ({cache_differences(existing, wanted)}): set "
+                         f"AUTORESEARCH_CACHE to another folder, or pass --force to replace it")
 
     t0 = time.time()
     directory.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,17 @@ def test_another_profile_never_mixes_silently(tiny_cache, capsys):
     assert run_prepare(tiny_cache, "--source", "python", "--profile", "small", "--max-chars", "4000000") == 2
     err = capsys.readouterr().err
     assert "already holds another cache" in err and "--force" in err and "AUTORESEARCH_CACHE" in err
+    assert "profile tiny there, small asked" in err and "MAX_SEQ_LEN 256 there, 1024 asked" in err
+    assert "source" not in err.split("(")[1]  # only what differs
     assert json.loads((tiny_cache / "manifest.json").read_text())["profile"] == "tiny"
+
+
+def test_a_cache_from_another_python_says_what_differs(tiny_cache, capsys):
+    """After a Python upgrade the same command asks for another corpus: the error names it."""
+    manifest = json.loads((tiny_cache / "manifest.json").read_text())
+    wanted = dict(manifest, source=dict(manifest["source"], python="3.99.0"))
+    assert prepare.cache_differences(manifest, wanted) == f"source python {manifest['source']['python']} there, 3.99.0 asked"
+    assert prepare.cache_differences(manifest, manifest) == ""
 
 
 def test_missing_cache_says_which_command_to_run(tmp_path, monkeypatch):
