@@ -61,16 +61,23 @@ def probe_device(workdir: Path, env: dict) -> str:
     return out.stdout.strip()
 
 
-def bytecode_uncached(module="torch") -> bool:
-    """Whether a module's compiled bytecode is missing where this Python looks for it (beside its
-    source, or under PYTHONPYCACHEPREFIX): PYTHONDONTWRITEBYTECODE set, a read-only install, or no
-    import yet. Each train.py process would then compile torch's Python source again: ~2 s eager and
-    ~8 s compiled per experiment on a 2-core machine."""
+# torch's files sampled for cached bytecode: its top, a layer, and the compiler that a compiled train.py
+# imports later than the rest (a first run without torch.compile caches all but these)
+BYTECODE_SAMPLES = ("__init__.py", "nn/modules/linear.py", "_dynamo/__init__.py", "_inductor/compile_fx.py")
+
+
+def bytecode_uncached(module="torch", samples=BYTECODE_SAMPLES) -> bool:
+    """Whether a package's compiled bytecode is missing where this Python looks for it (beside its
+    source, or under PYTHONPYCACHEPREFIX) for any of its sampled files: PYTHONDONTWRITEBYTECODE set, a
+    read-only install, or no import yet. Each train.py process would then compile torch's Python source
+    again: ~2 s eager and ~8 s compiled per experiment on a 2-core machine."""
     import importlib.util
     spec = importlib.util.find_spec(module)
     if spec is None or not (spec.origin or "").endswith(".py"):
         return False
-    return not Path(importlib.util.cache_from_source(spec.origin)).exists()
+    files = [Path(spec.origin).parent / name for name in samples] if spec.submodule_search_locations else []
+    files = [f for f in files if f.exists()] or [Path(spec.origin)]
+    return not all(Path(importlib.util.cache_from_source(str(f))).exists() for f in files)
 
 
 def bytecode_env(module="torch") -> dict:

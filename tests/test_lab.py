@@ -172,6 +172,12 @@ def test_train_py_processes_write_bytecode_where_none_is_cached(tmp_path, monkey
     py_compile.compile(str(origin), doraise=True)
     assert not harness.bytecode_uncached("pkg_without_pyc") and harness.bytecode_env("pkg_without_pyc") == {}
     assert not harness.bytecode_uncached("no_such_module_anywhere")
+    # its top cached, a sampled submodule not (the compiler, imported only by compiled runs): uncached
+    (tmp_path / "pkg_without_pyc" / "_inductor").mkdir()
+    (tmp_path / "pkg_without_pyc" / "_inductor" / "compile_fx.py").write_text("Y = 2\n")
+    assert harness.bytecode_uncached("pkg_without_pyc")
+    py_compile.compile(str(tmp_path / "pkg_without_pyc" / "_inductor" / "compile_fx.py"), doraise=True)
+    assert not harness.bytecode_uncached("pkg_without_pyc")
 
 
 def test_a_run_where_torch_has_no_cached_bytecode_caches_it_for_every_experiment(repo, tmp_path, use_cache):
