@@ -194,18 +194,20 @@ def near_copy_roots(documents):
     not depend on the order the files were read in."""
     import zlib
     from collections import Counter, defaultdict
+    from itertools import chain
     lines = defaultdict(set)
     for group, text in documents:
         lines[group].update(zlib.crc32(line.encode("utf-8", "replace")) for line in map(str.strip, text.splitlines())
                             if len(line) >= 8)
     groups = sorted(lines)
-    seen_in = Counter(h for group in groups for h in lines[group])
+    seen_in = Counter(chain.from_iterable(lines.values()))
     most = min(200, max(20, len(groups) // 10))
-    where = defaultdict(list)  # line -> the groups holding it, for the lines in 2 to `most` groups
-    for i, group in enumerate(groups):
-        for h in lines[group]:
-            if 1 < seen_in[h] <= most:
-                where[h].append(i)
+    joining = {h for h, n in seen_in.items() if 1 < n <= most}  # the lines that can join groups
+    shared = [lines[group] & joining for group in groups]
+    where = defaultdict(list)  # joining line -> the groups holding it
+    for i, hs in enumerate(shared):
+        for h in hs:
+            where[h].append(i)
     parent = list(range(len(groups)))
 
     def root(i):
@@ -215,11 +217,11 @@ def near_copy_roots(documents):
         return i
 
     for i, group in enumerate(groups):
-        if len(lines[group]) < 5:
+        need = NEAR_COPY_SHARE * len(lines[group])
+        if len(lines[group]) < 5 or len(shared[i]) < need:
             continue
-        shared = Counter(j for h in lines[group] for j in where.get(h, ()))
-        for j, count in shared.items():
-            if j != i and count >= NEAR_COPY_SHARE * len(lines[group]):
+        for j, count in Counter(chain.from_iterable(where[h] for h in shared[i])).items():
+            if j != i and count >= need:
                 a, b = sorted((root(i), root(j)))
                 parent[b] = a  # the smaller index, hence the smaller group, is the root
     return {group: groups[root(i)] for i, group in enumerate(groups)}
