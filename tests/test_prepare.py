@@ -54,7 +54,7 @@ def test_another_profile_never_mixes_silently(tiny_cache, capsys):
     assert json.loads((tiny_cache / "manifest.json").read_text())["profile"] == "tiny"
 
 
-def test_a_cache_from_another_python_says_what_differs(tiny_cache, capsys):
+def test_a_cache_from_another_python_says_what_differs(tiny_cache):
     """After a Python upgrade the same command asks for another corpus: the error names it."""
     manifest = json.loads((tiny_cache / "manifest.json").read_text())
     wanted = dict(manifest, source=dict(manifest["source"], python="3.99.0"))
