@@ -687,10 +687,13 @@ def collect_documents(args, directory):
     for group, text in documents:
         group = roots.get(group, group)
         splits[group if group in ("train", "val") else ("val" if is_val(group) else "train")].append(text)
+    near_copies = sum(group != root for group, root in roots.items())
     for split, docs in splits.items():
         if not docs:
-            raise CacheError(f"the {split} split is empty: the source has too few documents; add more text")
-    return splits, chars, duplicates, sum(group != root for group, root in roots.items())
+            joined = f", {near_copies:,} of them near-copies that keep another's split" if near_copies else ""
+            raise CacheError(f"the {split} split is empty: the source has too few documents ({len(documents):,}"
+                             f"{joined}); add more text")
+    return splits, chars, duplicates, near_copies
 
 
 def fit_eval_tokens(tokenizer, data_dir, dtype, constants, overrides, profile):

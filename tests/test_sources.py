@@ -113,6 +113,23 @@ def test_lines_most_files_share_join_nothing(tmp_path, monkeypatch):
     assert 0.02 < len(splits["val"]) / 400 < 0.09
 
 
+def test_a_split_left_empty_by_near_copies_says_so(tmp_path, capsys):
+    """Fifteen drafts of one note: file by file one of them would be validated on, but as near-copies
+    they keep one split, so the other is empty, and the error says why."""
+    names = sorted(f"draft_{k:03d}.md" for k in range(300))
+    val = [n for n in names if prepare.is_val(f"{n}#0")]
+    train = [n for n in names if not prepare.is_val(f"{n}#0")]
+    assert train[0] < val[0]  # the smallest name, whose split they all keep, is a training one
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for n, name in enumerate(train[:14] + val[:1]):
+        (corpus / name).write_text("".join(f"Paragraph {k} of the note on quintessa murmurations.\n" for k in range(9))
+                                   + f"Draft number {n}, revised.\n")
+    assert run_prepare(tmp_path / "cache", "--source", "files", "--path", str(corpus), "--profile", "tiny") == 2
+    err = capsys.readouterr().err
+    assert "the val split is empty" in err and "(15, 14 of them near-copies that keep another's split)" in err
+
+
 def test_files_source_leaves_repeated_records_out_and_says_so(tmp_path, capsys):
     corpus = tmp_path / "corpus"
     corpus.mkdir()
