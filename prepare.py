@@ -185,6 +185,13 @@ def python_documents(include_site_packages=False):
                         yield group, doc
 
 
+def line_hashes(text, shortest=8):
+    """The distinct lines of a text, stripped, of `shortest` characters or more, as stable 32-bit hashes."""
+    import zlib
+    return {zlib.crc32(line.encode("utf-8", "replace")) for line in map(str.strip, text.splitlines())
+            if len(line) >= shortest}
+
+
 def near_copy_roots(documents):
     """Near-copies share a split: a vendored module of another version, generated files of one family,
     a record that repeats another with an edit. Groups are joined when one has at least NEAR_COPY_SHARE
@@ -192,13 +199,11 @@ def near_copy_roots(documents):
     in more than 10% of the groups (20 at least, 200 at most) is boilerplate, a licence or an import,
     and joins nothing. Returns {group: root}, the smallest group of each joined set, so the split does
     not depend on the order the files were read in."""
-    import zlib
     from collections import Counter, defaultdict
     from itertools import chain
     lines = defaultdict(set)
     for group, text in documents:
-        lines[group].update(zlib.crc32(line.encode("utf-8", "replace")) for line in map(str.strip, text.splitlines())
-                            if len(line) >= 8)
+        lines[group] |= line_hashes(text)
     groups = sorted(lines)
     seen_in = Counter(chain.from_iterable(lines.values()))
     most = min(200, max(20, len(groups) // 10))

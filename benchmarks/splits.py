@@ -6,7 +6,6 @@ reference) and with prepare.py's rule that keeps near-copies in one split; and t
 import argparse
 import sys
 import time
-import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -14,21 +13,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import prepare  # noqa: E402
 
 
-def line_set(text, shortest):
-    return {zlib.crc32(line.encode()) for line in map(str.strip, text.splitlines()) if len(line) >= shortest}
-
-
 def measure(val, train, groups_of):
     """val/train: the texts of each split; groups_of: text -> file."""
     files = {split: defaultdict(set) for split in ("val", "train")}
     for split, texts in (("val", val), ("train", train)):
         for text in texts:
-            files[split][groups_of[text]] |= line_set(text, 8)
-    long_train = set().union(*(line_set(t, 40) for t in train))
+            files[split][groups_of[text]] |= prepare.line_hashes(text, 8)
+    long_train = set().union(*(prepare.line_hashes(t, 40) for t in train))
     seen = total = mostly_seen = 0
     val_long = defaultdict(set)
     for text in val:
-        val_long[groups_of[text]] |= line_set(text, 40)
+        val_long[groups_of[text]] |= prepare.line_hashes(text, 40)
     for lines in val_long.values():
         hit = len(lines & long_train)
         seen, total = seen + hit, total + len(lines)
