@@ -3,14 +3,17 @@ experiment, peak memory and val_bpb, with a cold and a warm compile cache, besid
 train.py, in one process on one card. Prepares nothing: point AUTORESEARCH_CACHE at a prepared cache
 (carried to the GPU machine), prepared with a short --time-budget.
 
-    python benchmarks/gpu.py [--before OLD_TRAIN_PY] [--out DIR] [--only cold,warm,L,check,big,ahead]
+    python benchmarks/gpu.py [--before OLD_TRAIN_PY] [--out DIR] [--only cold,warm,L,check,big,ahead,edit]
                              [--big-cache DIR] [--compile-cache DIR]
 
 Runs: cold and warm compile cache; window pattern L; "check", which counts host-device
 synchronizations per training step and also evaluates the trained weights through the eager model
 (the compiled evaluation must agree); "big", a run on another prepared cache (--big-cache, e.g. the
 Python source with site-packages), warm cache; "ahead", a warm run as the lab makes it, in a Python
-started 5 s before the hand-over (while the agent works), its fixed overhead counted from the hand-over.
+started 5 s before the hand-over (while the agent works), its fixed overhead counted from the hand-over;
+"edit", a run after an edit of the model as an agent makes one (the MLP's ReLU² becomes GELU), with the
+compile cache the runs before left: what an experiment that changes the model pays, where a change of
+the optimizer's settings alone finds the whole graph cached.
 benchmarks/gpu_session.sh wraps all of it into one call on a GPU machine.
 """
 import argparse
@@ -98,11 +101,18 @@ def with_checks(text):
                    '    print(f"eager val_bpb: {evaluate_bpb(model, tokenizer, FINAL_EVAL_BATCH_SIZE):.6f}")\n')
 
 
+def with_edited_model(text):
+    """train.py after an edit of the model's code: the compiled graph changes, its shapes do not."""
+    relu2 = "F.relu(self.c_fc(x)).square()"
+    assert relu2 in text, "train.py changed: update with_edited_model"
+    return text.replace(relu2, "F.gelu(self.c_fc(x))", 1)
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--before", help="a reference train.py to measure beside the current one")
     p.add_argument("--out", help="folder for the logs")
-    p.add_argument("--only", default="cold,warm,L", help="which of our runs: cold, warm, L, check, big, ahead "
+    p.add_argument("--only", default="cold,warm,L", help="which of our runs: cold, warm, L, check, big, ahead, edit "
                                                                "(comma-separated, in this order)")
     p.add_argument("--big-cache", help="the prepared cache of the 'big' run")
     p.add_argument("--compile-cache", help="folder for the compile caches, kept across calls "
@@ -123,7 +133,9 @@ def main():
             "L": ("ours, window L", with_pattern(ours, "L"), "ours", None, None),
             "check": ("ours, checks (timings perturbed)", with_checks(ours), "ours", None, None),
             "big": ("ours, big corpus, warm cache", ours, "ours", args.big_cache, None),
-            "ahead": ("ours, warm cache, Python started 5 s ahead (the lab)", ours, "ours", None, 5.0)}
+            "ahead": ("ours, warm cache, Python started 5 s ahead (the lab)", ours, "ours", None, 5.0),
+            "edit": ("ours, model edited (ReLU² to GELU), cache of the runs before", with_edited_model(ours), "ours",
+                     None, None)}
     plan = [runs[name] for name in args.only.split(",")]
     if args.before:
         plan.append(("before, cold cache", Path(args.before).read_text(), "before", None, None))

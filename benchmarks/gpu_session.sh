@@ -3,14 +3,15 @@
 #
 #   bash benchmarks/gpu_session.sh carry    # here, with network, first: builds .device/ and .whl/ below
 #   bash benchmarks/gpu_session.sh speed    # imports, attention kernels, then cold and warm compile cache,
-#                                           # and warm in a Python started ahead as the lab does, beside
-#                                           # a reference train.py (5.4 min on an H200 host)
+#                                           # warm in a Python started ahead as the lab does, and after an
+#                                           # edit of the model, beside a reference train.py (~7 min on an
+#                                           # H200 host: 5.4 min before the edit's run)
 #   bash benchmarks/gpu_session.sh corpus   # the big offline corpus prepared there (the profile's
 #                                           # evaluation, lowered to fit: millions of tokens), a run on
 #                                           # it, and the checks run: syncs per step, eager evaluation
 #                                           # (2.3 min)
 #   bash benchmarks/gpu_session.sh tests    # the GPU variants of the tests, and the loss head's memory (~2 min)
-# Several modes run one after another in one call (`tests speed`: ~7.5 min), which saves a machine's
+# Several modes run one after another in one call (`tests speed`: ~9 min), which saves a machine's
 # start and the gap between calls, after which an idle machine goes back. A start (~1.5 min) and all
 # three fit in 15 minutes of GPU time.
 #
@@ -78,7 +79,7 @@ print(f'imports: numpy, tiktoken, torch {t1 - t0:.2f} s | CUDA context {t2 - t1:
 print(f'compile cache keys {time.time() - t3:.2f} s')" | tee -a "$OUT/imports.md" || true
     done
     $PY benchmarks/attention.py | tee "$OUT/attention.md"
-    $PY benchmarks/gpu.py --only cold,warm,ahead --before .device/reference_train.py --compile-cache /tmp/gpu_compile \
+    $PY benchmarks/gpu.py --only cold,warm,ahead,edit --before .device/reference_train.py --compile-cache /tmp/gpu_compile \
       --out "$OUT" | tee "$OUT/speed.md"
     ;;
   corpus)
