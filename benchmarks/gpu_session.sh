@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_session.sh speed    # imports, attention kernels, then cold and warm compile cache,
 #                                           # warm in a Python started ahead as the lab does, and after an
 #                                           # edit of the model, beside a reference train.py (~7 min on an
-#                                           # H200 host: 5.4 min before the edit's run)
+#                                           # H200 host, estimated: 5.4 min measured before the edit's run)
 #   bash benchmarks/gpu_session.sh corpus   # the big offline corpus prepared there (the profile's
 #                                           # evaluation, lowered to fit: millions of tokens), a run on
 #                                           # it, and the checks run: syncs per step, eager evaluation
