@@ -18,7 +18,7 @@
 # What it expects beside the checkout (both kept out of git):
 #   .device/cache_h100_30      an h100-profile cache prepared beforehand with
 #       AUTORESEARCH_CACHE=.device/cache_h100_30 uv run prepare.py --profile h100 --time-budget 30
-#   (its evaluation lowered to what the stdlib's validation split holds: 241,664 tokens with Python 3.11)
+#   (its evaluation lowered to what the stdlib's validation split holds: 249,856 tokens with Python 3.11.7)
 #   .device/reference_train.py the train.py to measure beside the current one, e.g.
 #       git show c566324:train.py > .device/reference_train.py    (before the host-sync changes)
 #   .whl/                      wheels that machine's Python may lack (rustbpe and tqdm, to prepare the big
