@@ -5,6 +5,8 @@ import json
 import math
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -143,29 +145,45 @@ def test_the_compiled_path_with_short_windows_trains_and_evaluates_like_the_eage
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_on_cuda_the_compiled_training_step_needs_no_more_memory_than_with_the_mean_alone(tiny_cache, tmp_path):
+def test_on_cuda_the_compiled_training_step_holds_no_second_copy_of_the_logits(tiny_cache, tmp_path):
     """The compiled model returns per-token losses beside the mean (the evaluation reads them from the
-    same graph), and training takes its gradients from the mean: its peak memory during training is
-    that of a model that returns the mean alone. Gradients from per-token losses summed outside the
-    graph cost a second bf16 copy of the logits: 4 GiB more at the h100 profile's batch on an H200."""
+    same graph), and training takes its gradients from the mean: its training peak is that of a model
+    that returns the mean alone, give or take a small buffer. Gradients from per-token losses summed
+    outside the graph hold a second bf16 copy of the logits (4 GiB at the h100 profile's batch): that
+    variant is measured too, to show the probe sees such a copy. 128 rows per micro-batch, as in the
+    h100 profile, so the copy (256 MiB) stands well above the tiny model's run-to-run wander (~20 MiB
+    at 16 rows on an H200). The three runs go in parallel, each its own process, compile cache and peak."""
     source = (ROOT / "train.py").read_text()
     ours = '        loss = m(x, y) if m is model else m(x, y, reduction="both")[0]\n'
     marker = "t_eval = time.time()\n"
     probe = 'print(f"training peak: {torch.cuda.max_memory_allocated()}", flush=True)\n'
     assert source.count(ours) == 1 and source.count(marker) == 1
-    peaks = {}
-    for name, text in [("ours", source), ("mean alone", source.replace(ours, "        loss = m(x, y)\n"))]:
+    rows, seq_len = 128, 256
+    source, n1 = re.subn(r"^DEVICE_BATCH_SIZE = .*$", f"DEVICE_BATCH_SIZE = {rows}", source, flags=re.M)
+    source, n2 = re.subn(r"^TOTAL_BATCH_SIZE = .*$", f"TOTAL_BATCH_SIZE = {rows * seq_len}", source, flags=re.M)
+    assert n1 == n2 == 1
+    variants = {"ours": ours, "mean alone": "        loss = m(x, y)\n",
+                "per-token": '        loss = m(x, y, reduction="none").sum() / (y != -1).sum()\n'}
+    runs = {}
+    for name, line in variants.items():
         folder = tmp_path / name.replace(" ", "_")
         folder.mkdir()
         shutil.copy(ROOT / "prepare.py", folder)
-        (folder / "train.py").write_text(text.replace(marker, probe + marker))
+        (folder / "train.py").write_text(source.replace(ours, line).replace(marker, probe + marker))
         env = python_env(tiny_cache, AUTORESEARCH_COMPILE="1", AUTORESEARCH_DEVICE="cuda",
-                         TORCHINDUCTOR_CACHE_DIR=tmp_path / "inductor")
-        out = run_script(folder / "train.py", folder, env, timeout=540)
-        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        assert "failed" not in out.stdout  # both compiled
-        peaks[name] = int(re.search(r"^training peak: (\d+)$", out.stdout, re.M).group(1))
-    assert peaks["ours"] <= 1.05 * peaks["mean alone"], peaks
+                         TORCHINDUCTOR_CACHE_DIR=folder / "inductor")
+        runs[name] = subprocess.Popen([sys.executable, "train.py"], cwd=folder, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peaks = {}
+    for name, proc in runs.items():
+        out = proc.communicate(timeout=540)[0]
+        assert proc.returncode == 0, out[-3000:]
+        assert "failed" not in out and f"of {rows}x{seq_len}" in out  # compiled, at this batch
+        peaks[name] = int(re.search(r"^training peak: (\d+)$", out, re.M).group(1))
+    copy = rows * seq_len * len(np.load(tiny_cache / "tokenizer" / "token_bytes.npy")) * 2  # bf16 logits
+    mib = {name: round(peak / 2**20, 1) for name, peak in peaks.items()}
+    assert peaks["per-token"] - peaks["mean alone"] >= 0.75 * copy, mib  # the probe sees a copy
+    assert peaks["ours"] - peaks["mean alone"] <= 0.25 * copy, mib
 
 
 def test_a_broken_compiler_costs_speed_not_the_experiment(tiny_cache, tmp_path):
