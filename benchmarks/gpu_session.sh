@@ -58,6 +58,7 @@ if [ "${modes[0]}" != carry ]; then
   fi
 fi
 
+tests_failed=0
 for mode in "${modes[@]}"; do
 case "$mode" in
   carry)
@@ -92,8 +93,12 @@ print(f'compile cache keys {time.time() - t3:.2f} s')" | tee -a "$OUT/imports.md
       | tee -a "$OUT/corpus.md"
     ;;
   tests)
-    $PY -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.txt"
+    # a failing test is reported, and the measurements after it still run: device time is scarce
+    $PY -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.txt" || {
+      tests_failed=1
+      echo "GPU TESTS FAILED (above, and in $OUT/tests.txt); the measurements go on" | tee -a "$OUT/tests.txt"; }
     $PY benchmarks/loss_memory.py | tee "$OUT/loss_memory.md"
     ;;
 esac
 done
+exit $tests_failed  # the GPU tests' verdict, after every measurement asked for
