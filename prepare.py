@@ -507,8 +507,12 @@ def make_dataloader(tokenizer, B, T, split, buffer_size=1000, device=None, seed=
     """Endless batches (inputs, targets, epoch): B rows of T tokens, each row starting with BOS.
 
     Training documents are shuffled per epoch (by seed and epoch); validation documents keep their
-    pinned order. Batches land on `device` (default: the best available), pinned first on CUDA."""
+    pinned order. Under the lab the seed is the lab's (AUTORESEARCH_SEED), whatever `seed` says: the
+    lab runs each experiment at its own seed schedule, and a train.py cannot pick a lucky data order.
+    Batches land on `device` (default: the best available), pinned first on CUDA."""
     device = torch.device(device) if device is not None else best_device()
+    if os.environ.get("AUTORESEARCH_SEED"):
+        seed = int(os.environ["AUTORESEARCH_SEED"])
     tokens, offsets = load_split(split)
     n_docs = len(offsets) - 1
     if split == "train":

@@ -3,10 +3,16 @@
 Notebooks and the HTML report only display what these return, so the numbers a person reads are the
 same everywhere and are tested once. Every function accepts the awkward ledgers a real run produces:
 no rows yet (or no file), a crash before any keep, only crashes, statuses this code has never heard
-of, and the original project's five-column file (no lines, agent or cost columns; 0.0 for a crash).
+of, the lab's older one-row-per-experiment files, and the original project's five-column file (no
+lines, agent or cost columns; 0.0 for a crash).
 
-The frontier follows the lab's judge (loop.judge): after each keep the best val_bpb becomes that
-row's val_bpb, and the next experiment must beat it. A keep bought by deleting lines can raise the
+A ledger has a row per run; the row that ends an experiment carries its verdict and its mean
+val_bpb (ledger.py). `load` keeps every row and marks those (`is_verdict`); the experiment-level
+functions here (summary, charts, rates, hits) read the verdict rows, and the runs behind them are
+drawn too (`run_val`: each run's own value).
+
+The frontier follows the lab's judge: after each keep the best val_bpb becomes that experiment's
+mean, and the next experiment is compared with it. A keep bought by deleting lines can raise the
 frontier slightly; that is what the lab compared against, so that is what is drawn.
 """
 from __future__ import annotations
@@ -17,44 +23,55 @@ import altair as alt
 import polars as pl
 
 from . import ledger
+from .judge import DEFAULT_LAMBDA
 
-DEFAULT_LAMBDA = 0.001 / 20
 STATUS_COLORS = {"keep": "#2ca02c", "discard": "#7f7f7f", "crash": "#d62728", "timeout": "#ff7f0e",
-                 "rejected": "#9467bd"}
+                 "rejected": "#9467bd", "pruned": "#8c6d31"}
 OTHER_COLORS = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4"]
 TOKEN_COLUMNS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"]
-TOOLTIP = ["experiment:Q", "commit:N", "status:N", "val_bpb:Q", "net_lines:Q", "description:N"]
+TOOLTIP = ["experiment:Q", "commit:N", "status:N", "val_bpb:Q", "runs:Q", "net_lines:Q", "description:N"]
+NUMERIC = ["val_bpb", "lines_added", "lines_removed", "cost_usd", "experiment", "seed", "run_bpb", "runs", "diff",
+           "diff_low", "diff_high", "noise", "era", "tokens_per_s", "num_steps", *TOKEN_COLUMNS]
 
 
 def load(source) -> pl.DataFrame:
-    """The ledger (a path, or a frame from ledger.read_frame) with the derived columns added:
-    experiment (1-based), val (val_bpb, <= 0 treated as missing: the old tool wrote 0 for a crash),
-    net_lines, best_so_far (the frontier after this row) and improvement (for kept rows, how much
-    this row lowered the frontier; null for the first keep, which has nothing to improve on)."""
+    """The ledger (a path, or a frame from ledger.read_frame) with derived columns added: experiment
+    (its number; in an older ledger the row's), is_verdict (the row ends its experiment), val
+    (val_bpb, <= 0 treated as missing: the old tool wrote 0 for a crash), run_val (this run's own
+    value), net_lines, runs_spent (the runs its experiment took), se (a kept mean's standard error,
+    from the noise and its runs), best_so_far (the frontier after this row) and improvement (for kept
+    experiments, how much they lowered the frontier; null for the first keep)."""
     df = source if isinstance(source, pl.DataFrame) else ledger.read_frame(Path(source))
     missing = [c for c in ledger.COLUMNS if c not in df.columns]
     df = df.with_columns([pl.lit(None, dtype=pl.Utf8).alias(c) for c in missing])
-    numeric = ["val_bpb", "lines_added", "lines_removed", "cost_usd", *TOKEN_COLUMNS]
-    df = df.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric])
+    df = df.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in NUMERIC])
+    df = df.with_columns([pl.col(c).cast(pl.Utf8).fill_null("").str.strip_chars()
+                          for c in ("status", "description", "commit", "reason", "agent", "role")])
+    numbered = pl.col("experiment").is_not_null()
     df = df.with_columns(
-        pl.col("status").cast(pl.Utf8).fill_null("").str.strip_chars(),
-        pl.col("description").cast(pl.Utf8).fill_null(""),
-        pl.col("commit").cast(pl.Utf8).fill_null(""),
-        pl.col("reason").cast(pl.Utf8).fill_null(""),
-        pl.col("agent").cast(pl.Utf8).fill_null(""),
-    )
-    val = pl.when(pl.col("val_bpb") > 0).then(pl.col("val_bpb")).otherwise(None)
-    df = df.with_columns(
-        experiment=pl.int_range(1, pl.len() + 1, dtype=pl.Int64),
-        val=val,
+        experiment=pl.when(numbered).then(pl.col("experiment")).otherwise(pl.int_range(1, pl.len() + 1))
+        .cast(pl.Int64),
+        is_verdict=pl.col("status").is_in(list(ledger.VERDICTS)) | (~numbered & (pl.col("status") != ledger.RUN)),
+        val=pl.when(pl.col("val_bpb") > 0).then(pl.col("val_bpb")).otherwise(None),
         net_lines=(pl.col("lines_added").fill_null(0) - pl.col("lines_removed").fill_null(0)).cast(pl.Int64),
     )
-    kept_val = pl.when(pl.col("status") == "keep").then(pl.col("val")).otherwise(None)
+    run_val = pl.when(pl.col("run_bpb") > 0).then(pl.col("run_bpb")).when(numbered).then(None).otherwise(pl.col("val"))
+    ran = (pl.col("role") != "verdict") & (pl.col("commit") != "none") & (pl.col("commit") != "")
+    df = df.with_columns(
+        run_val=pl.when(pl.col("role") == "verdict").then(None).otherwise(run_val),
+        runs_spent=ran.cast(pl.Int64).sum().over("experiment"),
+        se=pl.when(pl.col("is_verdict") & (pl.col("runs") > 1)).then(pl.col("noise") / pl.col("runs").sqrt()),
+    )
+    kept_val = pl.when(pl.col("is_verdict") & (pl.col("status") == "keep")).then(pl.col("val")).otherwise(None)
     df = df.with_columns(best_so_far=kept_val.forward_fill())
     before = pl.col("best_so_far").shift(1)
-    return df.with_columns(
-        improvement=pl.when((pl.col("status") == "keep") & pl.col("val").is_not_null()).then(before - pl.col("val"))
-    )
+    keep = pl.col("is_verdict") & (pl.col("status") == "keep") & pl.col("val").is_not_null()
+    return df.with_columns(improvement=pl.when(keep).then(before - pl.col("val")))
+
+
+def experiments(df: pl.DataFrame) -> pl.DataFrame:
+    """One row per experiment: the rows that carry verdicts."""
+    return df.filter(pl.col("is_verdict")) if df.height else df
 
 
 def _count(df: pl.DataFrame, *statuses: str) -> int:
@@ -62,20 +79,29 @@ def _count(df: pl.DataFrame, *statuses: str) -> int:
 
 
 def summary(df: pl.DataFrame) -> dict:
-    """The headline numbers. best_* is the lab's current best (the last keep); crashed counts crash
-    and timeout (ran, produced no number); other counts rejected and unknown statuses."""
-    kept = df.filter((pl.col("status") == "keep") & pl.col("val").is_not_null())
+    """The headline numbers, per experiment. best_* is the lab's current best (the last keep, its
+    mean over best_runs runs); crashed counts crash and timeout (ran, produced no number); other
+    counts rejected, pruned and unknown statuses. runs counts every run; noise is the latest
+    noise floor the lab recorded (one run's standard deviation), eras the drifts seen plus one."""
+    ex = experiments(df)
+    kept = ex.filter((pl.col("status") == "keep") & pl.col("val").is_not_null())
     best = kept.row(-1, named=True) if kept.height else None
     base = kept.row(0, named=True) if kept.height else None
     cost = df["cost_usd"].drop_nulls()
-    counted = _count(df, "keep", "discard", "crash", "timeout")
+    noise = df["noise"].drop_nulls()
+    counted = _count(ex, "keep", "discard", "crash", "timeout")
     return dict(
-        experiments=df.height, kept=_count(df, "keep"), discarded=_count(df, "discard"),
-        crashed=_count(df, "crash", "timeout"), other=df.height - counted,
+        experiments=ex.height, kept=_count(ex, "keep"), discarded=_count(ex, "discard"),
+        crashed=_count(ex, "crash", "timeout"), pruned=_count(ex, "pruned"), other=ex.height - counted,
+        runs=int(df.filter(pl.col("run_val").is_not_null() | (pl.col("role") != "verdict")
+                           & (pl.col("commit") != "none")).height),
         best_val=best["val"] if best else None, best_description=best["description"] if best else None,
         best_commit=best["commit"] if best else None, best_experiment=best["experiment"] if best else None,
+        best_runs=int(best["runs"] or 1) if best else None,
         baseline_val=base["val"] if base else None,
         gain=(base["val"] - best["val"]) if best else None,
+        noise=float(noise[-1]) if noise.len() else None,
+        eras=int(df["era"].max()) if df["era"].drop_nulls().len() else 1,
         total_cost_usd=float(cost.sum()) if cost.len() else None,
     )
 
@@ -96,36 +122,70 @@ def _status_scale(df: pl.DataFrame) -> alt.Scale:
 
 
 def _points(df: pl.DataFrame) -> pl.DataFrame:
-    """Rows with a number to plot, val_bpb replaced by the cleaned val."""
-    return df.filter(pl.col("val").is_not_null()).select(
+    """Experiments with a number to plot, val_bpb replaced by the cleaned val (a mean over its runs)."""
+    return experiments(df).filter(pl.col("val").is_not_null()).select(
         "experiment", "commit", "status", "description", "net_lines", "best_so_far", val_bpb="val",
+        runs=pl.col("runs").fill_null(1).cast(pl.Int64),
+        low=pl.col("val") - pl.col("se"), high=pl.col("val") + pl.col("se"),
         kept=pl.col("status") == "keep",
         label=pl.when(pl.col("description").str.len_chars() > 40)
         .then(pl.col("description").str.slice(0, 39) + "…").otherwise(pl.col("description")),
     )
 
 
+def _runs(df: pl.DataFrame) -> pl.DataFrame:
+    """Every run of an experiment that took more than one, with its own value: what the means are of."""
+    if df.height == 0:
+        return pl.DataFrame(schema={"experiment": pl.Int64, "run_bpb": pl.Float64, "role": pl.Utf8})
+    return df.filter(pl.col("run_val").is_not_null() & (pl.col("runs_spent") > 1)).select(
+        "experiment", "commit", "role", pl.col("seed").cast(pl.Int64), run_bpb="run_val")
+
+
 def progress_chart(df: pl.DataFrame) -> alt.Chart:
-    """val_bpb per experiment: every measured row (non-kept faded), the frontier as a step line and
-    each keep labelled with what it changed. Rows without a number are listed in crashes()."""
+    """val_bpb per experiment: each experiment's mean (non-kept faded; kept ones with a bar of one
+    standard error), the runs behind the means as small rings (confirmations, the best's controls),
+    the frontier as a step line inside its noise band (± one run's noise), and each keep labelled with
+    what it changed. Experiments without a number are listed in crashes()."""
     pts = _points(df)
     if pts.height == 0:
         return _empty_chart()
-    lo, hi = pts["val_bpb"].min(), pts["val_bpb"].max()
+    runs = _runs(df)
+    values = pts["val_bpb"].to_list() + runs["run_bpb"].to_list()
+    lo, hi = min(values), max(values)
     pad = max((hi - lo) * 0.08, 1e-3)
-    xscale = alt.Scale(domain=[0, df.height + max(1, round(df.height * 0.15))])  # room for the last label
-    x = alt.X("experiment:Q", title="experiment", axis=alt.Axis(tickMinStep=1), scale=xscale)
+    last = int(df["experiment"].max())
+    xscale = alt.Scale(domain=[0, last + max(1, round(last * 0.15))])  # room for the last label
+    x = alt.X("experiment:Q", title="experiment", axis=alt.Axis(tickMinStep=1, format="d"), scale=xscale)
     yscale = alt.Scale(domain=[lo - pad, hi + pad], zero=False)
     y = alt.Y("val_bpb:Q", title="val_bpb (lower is better)", scale=yscale)
     base = alt.Chart(pts)
     points = base.mark_point(filled=True, size=60).encode(
         x=x, y=y, color=alt.Color("status:N", scale=_status_scale(pts)),
         opacity=alt.condition("datum.kept", alt.value(1.0), alt.value(0.35)), tooltip=TOOLTIP)
-    frontier_rows = df.filter(pl.col("best_so_far").is_not_null()).select("experiment", "best_so_far")
-    layers = [points]
-    if frontier_rows.height:
-        layers.insert(0, alt.Chart(frontier_rows).mark_line(interpolate="step-after", color=STATUS_COLORS["keep"])
+    layers = []
+    frontier = experiments(df).filter(pl.col("best_so_far").is_not_null()).select(
+        "experiment", "best_so_far", band_low=pl.col("best_so_far") - pl.col("noise").forward_fill(),
+        band_high=pl.col("best_so_far") + pl.col("noise").forward_fill())
+    if frontier.height:
+        band = frontier.filter(pl.col("band_low").is_not_null())
+        if band.height:
+            layers.append(alt.Chart(band).mark_area(interpolate="step-after", opacity=0.12, color=STATUS_COLORS["keep"],
+                                                    clip=True)
+                          .encode(x=x, y=alt.Y("band_low:Q", scale=yscale), y2="band_high:Q",
+                                  tooltip=[alt.Tooltip("best_so_far:Q", title="best"),
+                                           alt.Tooltip("band_high:Q", title="+1 run's noise")]))
+        layers.append(alt.Chart(frontier).mark_line(interpolate="step-after", color=STATUS_COLORS["keep"])
                       .encode(x=x, y=alt.Y("best_so_far:Q", scale=yscale)))
+    if runs.height:
+        layers.append(alt.Chart(runs).mark_point(size=25, color="#555", opacity=0.5).encode(
+            x=x, y=alt.Y("run_bpb:Q", scale=yscale), shape=alt.Shape("role:N", title="run"),
+            tooltip=["experiment:Q", "role:N", "seed:Q", "commit:N", alt.Tooltip("run_bpb:Q", format=".6f")]))
+    bars = pts.filter(pl.col("kept") & pl.col("low").is_not_null())
+    if bars.height:
+        layers.append(alt.Chart(bars).mark_rule(color=STATUS_COLORS["keep"], strokeWidth=2).encode(
+            x=x, y=alt.Y("low:Q", scale=yscale), y2="high:Q"))
+    layers.append(points)
+    if frontier.height:
         layers.append(base.transform_filter("datum.kept").mark_text(align="left", dx=6, dy=-8, angle=0, fontSize=10)
                       .encode(x=x, y=y, text="label:N"))
     return alt.layer(*layers).properties(width=720, height=360, title="progress").interactive()
@@ -173,14 +233,30 @@ def complexity_chart(df: pl.DataFrame, lam: float = DEFAULT_LAMBDA) -> alt.Chart
 
 
 def status_rates(df: pl.DataFrame) -> pl.DataFrame:
-    """Count and share of each status, the lab's statuses first, unknown ones after."""
-    if df.height == 0:
+    """Count and share of each verdict over the experiments, the lab's statuses first, unknown ones after."""
+    ex = experiments(df)
+    if ex.height == 0:
         return pl.DataFrame(schema={"status": pl.Utf8, "count": pl.Int64, "share": pl.Float64})
     order = {s: i for i, s in enumerate(STATUS_COLORS)}
-    counts = df.group_by("status", maintain_order=True).agg(count=pl.len().cast(pl.Int64))
-    counts = counts.with_columns(share=pl.col("count") / df.height,
+    counts = ex.group_by("status", maintain_order=True).agg(count=pl.len().cast(pl.Int64))
+    counts = counts.with_columns(share=pl.col("count") / ex.height,
                                  _order=pl.col("status").replace_strict(order, default=len(order)))
     return counts.sort(["_order", "count"], descending=[False, True]).drop("_order")
+
+
+def runs_per_verdict(df: pl.DataFrame) -> pl.DataFrame:
+    """What the verdicts cost: per status, the experiments, the runs they took in all (confirmations
+    and the best's runs beside them included) and the runs per experiment."""
+    ex = experiments(df)
+    if ex.height == 0:
+        return pl.DataFrame(schema={"status": pl.Utf8, "experiments": pl.Int64, "runs": pl.Int64,
+                                    "runs_per_experiment": pl.Float64})
+    order = {s: i for i, s in enumerate(STATUS_COLORS)}
+    table = ex.group_by("status", maintain_order=True).agg(
+        experiments=pl.len().cast(pl.Int64), runs=pl.col("runs_spent").sum().cast(pl.Int64))
+    table = table.with_columns(runs_per_experiment=pl.col("runs") / pl.col("experiments"),
+                               _order=pl.col("status").replace_strict(order, default=len(order)))
+    return table.sort("_order").drop("_order")
 
 
 def status_chart(df: pl.DataFrame) -> alt.Chart:
@@ -188,23 +264,24 @@ def status_chart(df: pl.DataFrame) -> alt.Chart:
     if rates.height == 0:
         return _empty_chart()
     return alt.Chart(rates).mark_bar().encode(
-        x=alt.X("count:Q", title="experiments", axis=alt.Axis(tickMinStep=1)),
+        x=alt.X("count:Q", title="experiments", axis=alt.Axis(tickMinStep=1, format="d")),
         y=alt.Y("status:N", sort=None, title=None),
         color=alt.Color("status:N", scale=_status_scale(rates), legend=None),
         tooltip=["status:N", "count:Q", alt.Tooltip("share:Q", format=".1%")],
-    ).properties(width=400, height=alt.Step(22), title="statuses")
+    ).properties(width=400, height=alt.Step(22), title="verdicts")
 
 
 def top_hits(df: pl.DataFrame, n: int = 10) -> pl.DataFrame:
     """The keeps that lowered the frontier most (the first keep, the baseline, has no improvement)."""
-    return df.filter(pl.col("improvement").is_not_null()).sort("improvement", descending=True).head(n).select(
-        "experiment", "commit", "description", pl.col("val").alias("val_bpb"), "improvement",
-        pl.col("lines_added", "lines_removed").fill_null(0).cast(pl.Int64), "net_lines")
+    return experiments(df).filter(pl.col("improvement").is_not_null()).sort("improvement", descending=True).head(n) \
+        .select("experiment", "commit", "description", pl.col("val").alias("val_bpb"),
+                pl.col("runs").fill_null(1).cast(pl.Int64), "improvement",
+                pl.col("lines_added", "lines_removed").fill_null(0).cast(pl.Int64), "net_lines")
 
 
 def crashes(df: pl.DataFrame) -> pl.DataFrame:
-    """Everything that is neither keep nor discard (crash, timeout, rejected, unknown) and why."""
-    return df.filter(~pl.col("status").is_in(["keep", "discard"])).select(
+    """Every experiment that is neither keep nor discard (crash, timeout, rejected, pruned, unknown) and why."""
+    return experiments(df).filter(~pl.col("status").is_in(["keep", "discard"])).select(
         "experiment", "commit", "status", "description", "reason")
 
 
@@ -220,6 +297,7 @@ def cost_by_agent(df: pl.DataFrame) -> pl.DataFrame:
     return (df.with_columns(agent=pl.when(pl.col("agent") == "").then(pl.lit("(none)")).otherwise(pl.col("agent")),
                             _tokens=tokens)
             .group_by("agent", maintain_order=True)
-            .agg(experiments=pl.len().cast(pl.Int64), keeps=(pl.col("status") == "keep").sum().cast(pl.Int64),
+            .agg(experiments=pl.col("is_verdict").sum().cast(pl.Int64),
+                 keeps=(pl.col("is_verdict") & (pl.col("status") == "keep")).sum().cast(pl.Int64),
                  tokens=pl.col("_tokens").sum(), cost_usd=pl.col("cost_usd").fill_null(0).sum())
             .sort("cost_usd", descending=True))

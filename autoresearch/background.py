@@ -11,7 +11,6 @@ the logs - so a fresh kernel finds a running loop again, and so does any other p
 """
 from __future__ import annotations
 
-import math
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 from . import ledger, runner, state, workspace
+from .runner import progress_points
 from .workspace import LabError
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where `import autoresearch` is found
@@ -171,20 +171,6 @@ def stop_loop(root, tag, timeout: float = 30) -> bool:
 
 # --- the live view -------------------------------------------------------------------------------
 
-def progress_points(log: Path) -> list[dict]:
-    """The progress lines of one train.py log, parsed (finite losses only)."""
-    try:
-        text = Path(log).read_text(errors="replace")
-    except OSError:
-        return []
-    points = []
-    for line in text.splitlines():
-        p = runner.parse_progress(line)
-        if p and math.isfinite(p["loss"]):
-            points.append(p)
-    return points
-
-
 def _frame(results: Path):
     try:
         from . import analysis
@@ -208,34 +194,43 @@ def live(root, tag) -> dict:
     """Everything a live view shows, read from the run's files only:
 
     tag, workdir, pid (the loop's, or None), running (bool), current (the experiment in flight:
-    number, description, agent, started, phase, commit - or None), current_points (its progress:
-    dicts of step, progress 0..1, loss, tokens_per_s), best (the last kept row, with its number, or
-    None), best_points, best_val_bpb, rows (a polars frame of results.tsv), device (of the last row,
-    or ''), time_budget, loop_log (the tail of the loop's output)."""
+    number, description, agent, started, phase, commit, run (the run in flight: role, seed, commit,
+    or None), runs (its rows so far) - or None), current_points (the run in flight's progress: dicts
+    of step, progress 0..1, loss, tokens_per_s), best (the last kept verdict row, with its number, or
+    None), best_points (a run of the best), best_val_bpb (its mean over its runs), noise (judge.Noise),
+    rows (a polars frame of results.tsv), device (of the last row, or ''), time_budget, loop_log (the
+    tail of the loop's output)."""
+    from . import measurements, proposals
     workdir = _existing_run(root, tag)
     st = state.load(workdir)
     results = workdir / "results.tsv"
     rows = ledger.read_rows(results)
-    logs = workdir / "logs"
-    cur = st.get("current")
+    in_flight = st.get("experiments") or []
     current, current_points = None, []
-    if cur:
-        number = len(rows) + 1
-        commit = cur.get("commit")
-        current = dict(number=number, description=cur.get("description", ""), agent=cur.get("agent", ""),
-                       started=cur.get("started", ""), phase=cur.get("phase", ""), commit=(commit or "")[:7])
-        if commit and cur.get("phase") in ("running", "interrupted"):
-            current_points = progress_points(logs / f"{number:04d}-{commit[:7]}.log")
+    if in_flight:
+        exp = in_flight[0]
+        run = exp.get("run")
+        mine = [r for i, r in enumerate(rows) if measurements.experiment_of(r, i) == exp["number"]]
+        current = dict(number=exp["number"], description=exp.get("description", ""), agent=exp.get("agent", ""),
+                       started=exp.get("started", ""), phase=exp.get("phase", ""),
+                       commit=(exp.get("commit") or "")[:7], runs=mine,
+                       run=dict(role=run["role"], seed=run["seed"], commit=run["commit"][:7]) if run else None)
+        if run and exp.get("phase") == "measuring":
+            current_points = progress_points(proposals.log_path(workdir, exp["number"], run["commit"], run["seed"]))
+    ended = measurements.verdicts(rows)
     best, best_points = None, []
-    keeps = [i for i, r in enumerate(rows) if r["status"] == "keep"]
+    keeps = [r for r in ended if r["status"] == ledger.KEEP]
     if keeps:
-        i = keeps[-1]
-        best = dict(rows[i], number=i + 1)
-        best_points = progress_points(logs / f"{i + 1:04d}-{rows[i]['commit']}.log")
+        best = dict(keeps[-1], number=measurements.experiment_of(keeps[-1], rows.index(keeps[-1])))
+        runs_of_best = [(i, r) for i, r in enumerate(rows) if r["commit"] == best["commit"] and
+                        measurements.run_value(r) is not None]
+        if runs_of_best:
+            best_points = progress_points(proposals.row_log(workdir, runs_of_best[-1][1], runs_of_best[-1][0]))
     pid = loop_pid(root, tag)
     return dict(tag=st.get("tag", tag), workdir=str(workdir), pid=pid, running=pid is not None, current=current,
                 current_points=current_points, best=best, best_points=best_points,
-                best_val_bpb=st.get("best_val_bpb"), rows=_frame(results),
+                best_val_bpb=measurements.best(rows, st["best_commit"]).mean if rows else None,
+                noise=measurements.noise(rows), rows=_frame(results),
                 device=rows[-1].get("device", "") if rows else "",
                 time_budget=rows[-1].get("time_budget", "") if rows else "",
                 loop_log=_tail(log_file(root, tag)))

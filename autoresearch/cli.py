@@ -1,4 +1,4 @@
-"""The `autoresearch` command: prepare, init, run, status, demo."""
+"""The `autoresearch` command: prepare, init, run, experiment, noise, status, demo, report."""
 from __future__ import annotations
 
 import argparse
@@ -8,8 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-from . import harness, ledger, state, workspace
+from . import harness, judge, ledger, measurements, state, workspace
 from .workspace import LabError
+
+DEMO_BUDGET = 20     # seconds per run in the demo: a baseline at 3 seeds and a dozen experiments in ~10 min
+DEMO_MINUTES = 8.5   # the demo starts no experiment after this
 
 
 def find_run(root: Path, tag: str | None) -> Path:
@@ -31,7 +34,7 @@ def cmd_prepare(rest) -> int:
 
 
 def cmd_init(args) -> int:
-    from .loop import init_run
+    from .scheduler import init_run
     root = workspace.repo_root()
     tag = args.tag or time.strftime("run-%Y%m%d-%H%M%S")
     dirty = [p for code, p in workspace.changed_paths(root) if not p.startswith("runs/")]
@@ -44,49 +47,63 @@ def cmd_init(args) -> int:
     return 0
 
 
+def policy_from(args) -> judge.Policy:
+    try:
+        return judge.Policy(name=args.policy, lam=args.lam, margin=args.margin, confidence=args.confidence,
+                            max_runs=args.max_runs, baseline_runs=args.baseline_runs,
+                            control_every=args.control_every, prune=not args.no_prune, seed=args.seed)
+    except ValueError as e:
+        raise LabError(str(e)) from None
+
+
+def describe_policy(policy: judge.Policy) -> str:
+    if policy.single:
+        return "policy single: one run per experiment, kept if it beats the best's run"
+    return (f"policy noise: kept when {policy.confidence:.0%} sure, up to {policy.max_runs} runs, "
+            f"early abort {'on' if policy.prune else 'off'}")
+
+
 def cmd_run(args) -> int:
     from .agents import make_agent
-    from .loop import Lab, Policy
+    from .scheduler import Scheduler
     workdir = find_run(workspace.repo_root(), args.tag)
     try:
         agent = make_agent(args.agent, seed=args.seed, model=args.model)
     except ValueError as e:
         raise LabError(str(e)) from None
-    lab = Lab(workdir, Policy(lam=args.lam, margin=args.margin), seed=args.seed, allowance=args.allowance)
+    lab = Scheduler(workdir, policy_from(args), allowance=args.allowance)
     print(f"run {lab.state['tag']} in {workdir} | agent {agent.name} | profile {lab.manifest['profile']} | "
-          f"budget {lab.budget}s per experiment | Ctrl-C stops cleanly")
+          f"budget {lab.budget}s per run | {describe_policy(lab.policy)} | Ctrl-C stops cleanly")
     lab.run(agent, max_experiments=args.max_experiments, max_hours=args.max_hours, max_cost=args.max_cost)
     print_status(workdir)
     return 0
 
 
-class OneShot:
-    """The external agent's edit, as the one proposal of an `autoresearch experiment` call."""
-    name = "external"
-
-    def __init__(self, text, description, rejection=None):
-        from .agents import Proposal
-        self.proposal = Proposal(description=description, train_py=text, rejection=rejection)
-
-    def propose(self, context):
-        proposal, self.proposal = self.proposal, None
-        return proposal
-
-
-def result_line(row, best_before) -> str:
+def result_line(row) -> str:
+    """One line per experiment for a coding agent: the verdict, the mean and how sure it is."""
     where = f"commit {row['commit']}" if row["commit"] != "none" else "not committed"
-    if row["val_bpb"]:
-        delta = f" ({float(row['val_bpb']) - best_before:+.6f} vs best {best_before:.6f})" if best_before else ""
-        return (f"{row['status']}: val_bpb {row['val_bpb']}{delta} | +{row['lines_added']}/-{row['lines_removed']} "
-                f"lines | {where} | {row['description']}")
-    return f"{row['status']}: {row['reason']} | {where} | {row['description']}"
+    if not row["val_bpb"]:
+        return f"{row['status']}: {row['reason']} | {where} | {row['description']}"
+    runs = measurements.number(row.get("runs"), int) or 1
+    text = f"{row['status']}: val_bpb {row['val_bpb']} ({'mean of %d runs' % runs if runs > 1 else '1 run'})"
+    diff, low, high = (measurements.number(row.get(k)) for k in ("diff", "diff_low", "diff_high"))
+    score = measurements.number(row.get("score"))
+    if diff is not None and score is not None and row.get("role") != "baseline":
+        text += f" | {diff:+.6f} vs best {score - diff:.6f}"  # diff = score - the best's mean at the same seeds
+        if low is not None:
+            text += f" [{low:+.4f}, {high:+.4f}]"
+            if row["status"] != ledger.KEEP and low < 0 < high:
+                text += ": within the noise"
+    return f"{text} | +{row['lines_added'] or 0}/-{row['lines_removed'] or 0} lines | {where} | {row['description']}"
 
 
 def cmd_experiment(args) -> int:
-    """Take the working train.py of the run's worktree through guard, commit, run, judge and ledger."""
+    """Take the working train.py of the run's worktree through guard, commit, runs, judge and ledger."""
     import io
     from . import guard
-    from .loop import Display, Lab, Policy
+    from .agents import Proposal
+    from .agents.replay import OneProposal
+    from .scheduler import Display, Scheduler
     if not args.message or not args.message.strip():
         raise LabError('describe the change: autoresearch experiment -m "what I tried"')
     workdir = find_run(workspace.repo_root(), args.tag)
@@ -95,46 +112,70 @@ def cmd_experiment(args) -> int:
     st = state.load(workdir)
     text = (workdir / workspace.TRAIN).read_text() if (workdir / workspace.TRAIN).is_file() else ""
     rejection = guard.check_proposal(workdir, st["protected"])  # before the lab cleans the tree
-    lab = Lab(workdir, Policy(lam=args.lam, margin=args.margin), seed=args.seed,
-              display=Display(stream=io.StringIO()))
-    before = len(lab.rows())
-    best_before = st.get("best_val_bpb")
-    lab.run(OneShot(text, " ".join(args.message.split()), rejection))
-    for row in lab.rows()[before:]:
-        print(result_line(row, best_before))
-        if row["status"] == "keep" and row["val_bpb"]:
-            best_before = float(row["val_bpb"])
-    if lab.state.get("current"):
+    lab = Scheduler(workdir, policy_from(args), display=Display(stream=io.StringIO()))
+    before = len(measurements.verdicts(lab.rows()))
+    proposal = Proposal(description=" ".join(args.message.split()), train_py=text, rejection=rejection)
+    lab.run(OneProposal(proposal, "external"))
+    for row in measurements.verdicts(lab.rows())[before:]:
+        print(result_line(row))
+    if lab.in_flight:
         print("stopped before the experiment finished; run the same command again to finish it")
+    return 0
+
+
+def cmd_noise(args) -> int:
+    """Measure the best commit at more seeds: a sharper noise floor for every later verdict."""
+    from .scheduler import Scheduler
+    workdir = find_run(workspace.repo_root(), args.tag)
+    lab = Scheduler(workdir, policy_from(args), allowance=args.allowance)
+    print(f"run {lab.state['tag']}: the best at {args.repeats} more seeds, {lab.budget}s each")
+    lab.measure_noise(args.repeats)
+    print_status(workdir)
     return 0
 
 
 def status_of(workdir: Path) -> dict:
     st = state.load(workdir)
     rows = ledger.read_rows(workdir / "results.tsv")
-    best = next((r for r in reversed(rows) if r["status"] == "keep"), None)
+    ended = measurements.verdicts(rows)
+    best = next((r for r in reversed(ended) if r["status"] == ledger.KEEP), None)
     counts = {}
-    for r in rows:
+    for r in ended:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
+    summary, noise = measurements.best(rows, st["best_commit"]), measurements.noise(rows)
     pid = state.is_running(workdir)
+    in_flight = []
+    for exp in st.get("experiments", []):
+        mine = [r for i, r in enumerate(rows) if measurements.experiment_of(r, i) == exp["number"]]
+        in_flight.append(dict(number=exp["number"], phase=exp["phase"], description=exp.get("description", ""),
+                              commit=(exp.get("commit") or "")[:7], run=exp.get("run"),
+                              runs=[{k: r[k] for k in ("commit", "role", "seed", "run_bpb")} for r in mine]))
     return dict(tag=st["tag"], branch=st["branch"], workdir=str(workdir), results=str(workdir / "results.tsv"),
-                profile=st.get("profile"), experiments=len(rows), kept=counts.get("keep", 0), statuses=counts,
-                best_val_bpb=st.get("best_val_bpb"), best_commit=st["best_commit"][:7],
-                best_description=best["description"] if best else None,
-                running=pid is not None, pid=pid, in_flight=st.get("current"),
-                last=[{k: r[k] for k in ("commit", "val_bpb", "status", "description")} for r in rows[-5:]])
+                profile=st.get("profile"), experiments=len(ended), runs=len(rows), kept=counts.get(ledger.KEEP, 0),
+                statuses=counts, best_val_bpb=summary.mean, best_runs=summary.runs, best_commit=st["best_commit"][:7],
+                best_description=best["description"] if best else None, era=summary.era,
+                noise=dict(sigma=noise.sigma, df=noise.df, sigma_diff=noise.sigma_diff, df_diff=noise.df_diff),
+                running=pid is not None, pid=pid, in_flight=in_flight,
+                last=[{k: r[k] for k in ("commit", "val_bpb", "status", "runs", "description")} for r in ended[-5:]])
 
 
 def print_status(workdir: Path) -> None:
     s = status_of(workdir)
     counts = ", ".join(f"{n} {k}" for k, n in sorted(s["statuses"].items())) or "none yet"
-    best = f"{s['best_val_bpb']:.6f} at {s['best_commit']}" if s["best_val_bpb"] is not None else "none yet"
+    best = (f"{s['best_val_bpb']:.6f} at {s['best_commit']} (mean of {s['best_runs']} run"
+            f"{'s' if s['best_runs'] != 1 else ''})" if s["best_val_bpb"] is not None else "none yet")
+    n = s["noise"]
     print(f"run {s['tag']} ({s['branch']}, {s['workdir']})")
-    print(f"experiments {s['experiments']}: {counts}")
+    print(f"experiments {s['experiments']} ({s['runs']} runs): {counts}")
     print(f"best val_bpb {best}" + (f" - {s['best_description']}" if s["best_description"] else ""))
+    print(f"noise {judge.Noise(n['sigma'], n['df'], n['sigma_diff'], n['df_diff']).describe()}"
+          + (f" | era {s['era']}: a drift was seen, earlier runs are set aside" if s["era"] > 1 else ""))
+    for exp in s["in_flight"]:
+        print(f"in flight: #{exp['number']} ({exp['phase']}, {len(exp['runs'])} runs so far) {exp['description']}")
     print(f"loop {'running (pid %s)' % s['pid'] if s['running'] else 'not running'} | results {s['results']}")
     for r in s["last"]:
-        print(f"  {r['commit']:<7} {r['status']:<8} {r['val_bpb'] or '-':<9} {r['description']}")
+        runs = f"x{r['runs']}" if r["runs"] and r["runs"] != "1" else ""
+        print(f"  {r['commit']:<7} {r['status']:<8} {r['val_bpb'] or '-':<9} {runs:<3} {r['description']}")
 
 
 def cmd_status(args) -> int:
@@ -146,43 +187,69 @@ def cmd_status(args) -> int:
     return 0
 
 
+def demo_cache(root: Path) -> Path | None:
+    """The demo's prepared cache: the default one if it is tiny with the demo's budget, else a sibling
+    `-demo` one, prepared here the first time. None if preparing failed."""
+    cache = harness.cache_dir()
+    for candidate in (cache, cache.with_name(cache.name + "-demo")):
+        try:
+            manifest = harness.read_manifest(candidate)
+        except LabError:
+            manifest = None
+        if manifest and manifest["profile"] == "tiny" and manifest["constants"]["TIME_BUDGET"] == DEMO_BUDGET:
+            return candidate
+        if manifest is None and candidate != cache:
+            print(f"preparing the python source with the tiny profile ({DEMO_BUDGET}s per run) in {candidate} ...")
+            code = subprocess.run([sys.executable, str(root / "prepare.py"), "--source", "python", "--profile",
+                                   "tiny", "--time-budget", str(DEMO_BUDGET), "--cache", str(candidate)],
+                                  cwd=root).returncode
+            return candidate if code == 0 else None
+    raise LabError(f"{cache.with_name(cache.name + '-demo')} holds another cache: move it away or set "
+                   f"AUTORESEARCH_CACHE to another folder")
+
+
 def cmd_demo(args) -> int:
     from .agents import make_agent
-    from .loop import Lab, init_run
+    from .scheduler import Scheduler, init_run
     root = workspace.repo_root()
-    cache = harness.cache_dir()
-    try:
-        manifest = harness.read_manifest(cache)
-    except LabError:
-        manifest = None
-    if manifest is None or manifest["profile"] != "tiny":
-        cache = cache if manifest is None else cache.with_name(cache.name + "-demo")
-        print(f"preparing the python source with the tiny profile in {cache} ...")
-        code = subprocess.run([sys.executable, str(root / "prepare.py"), "--source", "python", "--profile", "tiny",
-                               "--cache", str(cache)], cwd=root).returncode
-        if code != 0:
-            return code
+    cache = demo_cache(root)
+    if cache is None:
+        return 1
     tag = time.strftime("demo-%Y%m%d-%H%M%S")
     workdir = init_run(root, tag, cache=cache)
-    lab = Lab(workdir, seed=42)
-    print(f"demo run {tag}: a baseline, then {args.experiments - 1} experiments by the offline search agent, "
-          f"{lab.budget}s each")
-    lab.run(make_agent("search", seed=42), max_experiments=args.experiments)
-    s = status_of(workdir)
-    rows = ledger.read_rows(workdir / "results.tsv")
-    base = next((r for r in rows if r["description"] == "baseline" and r["val_bpb"]), None)
+    lab = Scheduler(workdir)
+    print(f"demo run {tag}: the baseline at {lab.policy.baseline_runs} seeds, then up to {args.experiments} "
+          f"experiments by the offline search agent, {lab.budget}s per run, for about ten minutes.\n"
+          f"Each experiment runs once, and again at more seeds (paired with the best's runs at the same seeds) "
+          f"only while it looks better: it is kept when the lab is {lab.policy.confidence:.0%} sure.")
+    lab.run(make_agent("search", seed=lab.policy.seed), max_experiments=args.experiments + 1,
+            max_hours=args.minutes / 60)
     print()
-    if base and s["best_val_bpb"] is not None:
-        gain = float(base["val_bpb"]) - s["best_val_bpb"]
-        if gain > 0:
-            print(f"baseline val_bpb {float(base['val_bpb']):.6f} -> best {s['best_val_bpb']:.6f} ({gain:.6f} lower): "
-                  f"{s['best_description']}")
-        else:
-            print(f"baseline val_bpb {float(base['val_bpb']):.6f}: no experiment beat it this time")
+    print_demo_summary(workdir)
     print_status(workdir)
     print(f"\ncontinue it:  uv run autoresearch run --tag {tag} --agent search")
     print(f"its history:  git log --oneline autoresearch/{tag}")
     return 0
+
+
+def print_demo_summary(workdir: Path) -> None:
+    rows = ledger.read_rows(workdir / "results.tsv")
+    ended = measurements.verdicts(rows)
+    noise = measurements.noise(rows)
+    base = next((r for r in ended if r.get("role") == "baseline" and r["val_bpb"]), None)
+    if base is None:
+        print("the baseline did not finish")
+        return
+    print(f"noise floor: one run's val_bpb moves by {noise.describe()} from seed to seed and with the load")
+    print(f"baseline val_bpb {float(base['val_bpb']):.6f} (mean of {base['runs'] or 1} runs)")
+    keeps = [r for r in ended if r["status"] == ledger.KEEP and r is not base]
+    for r in keeps:
+        low, high = measurements.number(r.get("diff_low")), measurements.number(r.get("diff_high"))
+        sure = f", between {-high:.4f} and {-low:.4f} lower at 95 %" if low is not None else ""
+        print(f"kept #{r['experiment']}: val_bpb {float(r['val_bpb']):.6f} over {r['runs'] or 1} runs, "
+              f"{-float(r['diff']):.4f} lower than the best it was tried on{sure}: {r['description']}")
+    if not keeps:
+        print("no experiment was shown better than the baseline beyond the noise this time")
 
 
 def cmd_report(args) -> int:
@@ -213,27 +280,52 @@ def build_parser():
     q.add_argument("--max-cost", type=float, help="with --agent claude: stop once this many USD are spent")
     q.add_argument("--max-experiments", type=int, help="stop after this many experiments")
     q.add_argument("--max-hours", type=float, help="start no experiment after this many hours")
-    q.add_argument("--seed", type=int, default=42, help="seed for train.py and the agent")
-    q.add_argument("--lam", type=float, default=0.001 / 20, help="complexity penalty, bpb per net added line")
-    q.add_argument("--margin", type=float, default=0.0, help="how much a result must beat the best to be kept")
-    q.add_argument("--allowance", type=float, help="seconds allowed on top of the budget before a run is killed")
+    policy_args(q)
     q = sub.add_parser("experiment", help="for coding agents: run the worktree's edited train.py as one experiment")
     q.add_argument("-m", "--message", required=True, help="one line: what you changed")
     q.add_argument("--tag", help="which run (default: the most recent)")
-    q.add_argument("--seed", type=int, default=42)
-    q.add_argument("--lam", type=float, default=0.001 / 20)
-    q.add_argument("--margin", type=float, default=0.0)
+    policy_args(q)
+    q = sub.add_parser("noise", help="run the best commit at more seeds: a sharper noise floor")
+    q.add_argument("--tag", help="which run (default: the most recent)")
+    q.add_argument("--repeats", type=int, default=3, help="how many more seeds (default 3)")
+    policy_args(q)
     q = sub.add_parser("status", help="where a run stands")
     q.add_argument("--tag")
     q.add_argument("--json", action="store_true")
     q = sub.add_parser("demo", help="offline: prepare if needed, then a baseline and a few search experiments")
-    q.add_argument("--experiments", type=int, default=5)
+    q.add_argument("--experiments", type=int, default=12, help="experiments after the baseline at most (default 12)")
+    q.add_argument("--minutes", type=float, default=DEMO_MINUTES,
+                   help=f"start no experiment after this many minutes (default {DEMO_MINUTES})")
     q = sub.add_parser("report", help="write a self-contained HTML report of a run's results (opens offline)")
     q.add_argument("--tag", help="which run (default: the most recent)")
     q.add_argument("--results", help="report this results.tsv instead of a run's")
     q.add_argument("-o", "--output", default="report.html", help="where to write it (default: report.html)")
-    q.add_argument("--lam", type=float, default=0.001 / 20, help="complexity penalty drawn, bpb per net added line")
+    q.add_argument("--lam", type=float, default=judge.DEFAULT_LAMBDA,
+                   help="complexity penalty drawn, bpb per net added line")
     return p
+
+
+def policy_args(q) -> None:
+    """How experiments are judged: the options of run, experiment and noise."""
+    d = judge.Policy()
+    q.add_argument("--policy", choices=judge.POLICIES, default=d.name,
+                   help="noise (default): paired runs at the lab's seeds until the verdict is sure; single: one run "
+                        "each, kept if it beats the best's run (the original project's rule)")
+    q.add_argument("--confidence", type=float, default=d.confidence,
+                   help=f"how sure a keep must be that the change is better by the margin (default {d.confidence})")
+    q.add_argument("--max-runs", type=int, default=d.max_runs,
+                   help=f"runs of a candidate at most before it is discarded as unproven (default {d.max_runs})")
+    q.add_argument("--margin", type=float, default=d.margin, help="how much better than the best a change must be "
+                                                                 "(bpb, default 0)")
+    q.add_argument("--lam", type=float, default=d.lam, help="complexity penalty, bpb per net added line")
+    q.add_argument("--baseline-runs", type=int, default=d.baseline_runs,
+                   help=f"seeds the baseline is run at before the first proposal (default {d.baseline_runs})")
+    q.add_argument("--control-every", type=int, default=d.control_every,
+                   help=f"a control run of the best every N experiments, 0 never (default {d.control_every})")
+    q.add_argument("--no-prune", action="store_true", help="never stop a clearly worse candidate early")
+    q.add_argument("--seed", type=int, default=d.seed, help=f"s1 of the lab's seed schedule, and the agent's seed "
+                                                            f"(default {d.seed})")
+    q.add_argument("--allowance", type=float, help="seconds allowed on top of the budget before a run is killed")
 
 
 def main(argv=None) -> int:
@@ -242,8 +334,8 @@ def main(argv=None) -> int:
         if argv[:1] == ["prepare"]:
             return cmd_prepare(argv[1:])
         args = build_parser().parse_args(argv)
-        commands = {"init": cmd_init, "run": cmd_run, "experiment": cmd_experiment, "status": cmd_status,
-                    "demo": cmd_demo, "report": cmd_report}
+        commands = {"init": cmd_init, "run": cmd_run, "experiment": cmd_experiment, "noise": cmd_noise,
+                    "status": cmd_status, "demo": cmd_demo, "report": cmd_report}
         return commands[args.command](args)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,8 +1,17 @@
-"""results.tsv: one row per experiment, appended atomically, never rewritten.
+"""results.tsv: one row per run, appended atomically, never rewritten.
 
 The first five columns are exactly the original project's (commit, val_bpb, memory_gb, status,
-description), so its analysis still reads the file; the lab's own columns follow. Statuses are
-keep, discard, crash, timeout and rejected; every reader here accepts unknown ones.
+description), so its analysis still reads the file; the lab's own columns follow.
+
+An experiment is one proposal with all the runs it took to judge it (its number is `experiment`).
+The row that ends it carries its verdict as `status` (keep, discard, crash, timeout, rejected,
+pruned) and in `val_bpb` the experiment's mean over its runs, so a reader that takes the keep rows
+gets the kept experiments with their mean val_bpb, as in the original project. The other rows of
+an experiment (a confirmation, a control run of the best) have status `run` and their own value in
+`val_bpb`. Every row's own measurement is `run_bpb`. When an experiment ends on a run that is not
+the candidate's, its verdict is a row of its own, with role `verdict` and no run. Ledgers written
+before runs had rows of their own (one row per experiment, no `experiment` column) still read, and
+every reader here accepts statuses it has never heard of.
 
 An append is a single write() of one whole line to a file opened with O_APPEND, under an exclusive
 flock, then fsync: two appenders never interleave, and a crash can at worst leave a torn last line
@@ -16,18 +25,31 @@ from pathlib import Path
 
 COLUMNS = [
     "commit", "val_bpb", "memory_gb", "status", "description",
+    "experiment", "role", "seed", "run_bpb", "runs", "diff", "diff_low", "diff_high", "noise", "era", "policy",
     "parent", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds",
-    "num_steps", "total_tokens_M", "mfu_percent", "peak_vram_mb", "seed", "agent", "started", "finished",
+    "num_steps", "total_tokens_M", "tokens_per_s", "mfu_percent", "peak_vram_mb", "agent", "started", "finished",
     "lab_seconds", "reason", "device", "profile", "data_hash", "tokenizer_hash", "time_budget",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
 ]
 SEED_COLUMNS = COLUMNS[:5]
-STATUSES = ("keep", "discard", "crash", "timeout", "rejected")
+# the columns a ledger must have for the lab to go on appending to it (older ones still read)
+RUN_COLUMNS = ("experiment", "role", "seed", "run_bpb", "era")
+
+# statuses: the verdicts, which end an experiment, and RUN, a row that does not
+KEEP, DISCARD, CRASH, TIMEOUT, REJECTED, PRUNED = "keep", "discard", "crash", "timeout", "rejected", "pruned"
+VERDICTS = (KEEP, DISCARD, CRASH, TIMEOUT, REJECTED, PRUNED)
+RUN = "run"
+STATUSES = VERDICTS + (RUN,)
+FAILED = (CRASH, TIMEOUT)  # ran and produced no number
+# roles: what a run was for
+ROLES = ("baseline", "candidate", "confirm", "control", "repeat", "verdict")
 # the columns that say where a number was measured: rows that differ here are not comparable
 FINGERPRINT = ("device", "profile", "data_hash", "tokenizer_hash", "time_budget")
 
 
-FORMATS = {"val_bpb": "{:.6f}", "score": "{:.6f}", "memory_gb": "{:.1f}", "lab_seconds": "{:.3f}", "cost_usd": "{:.4f}"}
+FORMATS = {"val_bpb": "{:.6f}", "run_bpb": "{:.6f}", "score": "{:.6f}", "diff": "{:.6f}", "diff_low": "{:.6f}",
+           "diff_high": "{:.6f}", "noise": "{:.6f}", "memory_gb": "{:.1f}", "lab_seconds": "{:.3f}",
+           "tokens_per_s": "{:.0f}", "cost_usd": "{:.4f}"}
 
 
 def clean(column: str, value) -> str:
@@ -102,10 +124,17 @@ def read_frame(path: Path):
     rows = read_rows(path)
     columns = list(dict.fromkeys(COLUMNS + [k for r in rows[:1] for k in r]))
     frame = pl.DataFrame({c: [r.get(c, "") for r in rows] for c in columns}, schema={c: pl.Utf8 for c in columns})
-    numeric = ["val_bpb", "memory_gb", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds",
-               "num_steps", "total_tokens_M", "mfu_percent", "peak_vram_mb", "lab_seconds", "time_budget",
+    numeric = ["val_bpb", "memory_gb", "experiment", "seed", "run_bpb", "runs", "diff", "diff_low", "diff_high", "noise",
+               "era", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds", "num_steps",
+               "total_tokens_M", "tokens_per_s", "mfu_percent", "peak_vram_mb", "lab_seconds", "time_budget",
                "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd"]
     return frame.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric if c in columns])
+
+
+def header(path: Path) -> list[str]:
+    """The columns of an existing ledger ([] when there is none yet)."""
+    path = Path(path)
+    return _header(path) if path.exists() and path.stat().st_size else []
 
 
 def fingerprint(row: dict) -> dict:

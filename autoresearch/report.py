@@ -39,8 +39,8 @@ for (const block of document.querySelectorAll('script[type="application/json"][d
 }
 """
 
-FORMATS = {"val_bpb": "{:.6f}", "improvement": "{:+.6f}", "share": "{:.1%}", "cost_usd": "${:.4f}",
-           "tokens": "{:,.0f}"}
+FORMATS = {"val_bpb": "{:.6f}", "improvement": "{:.6f}", "share": "{:.1%}", "cost_usd": "${:.4f}",
+           "tokens": "{:,.0f}", "runs_per_experiment": "{:.2f}"}
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,12 +81,17 @@ def table(frame: pl.DataFrame, empty: str = "none") -> str:
 def summary_table(s: dict) -> str:
     def num(v, fmt="{:.6f}"):
         return "-" if v is None else fmt.format(v)
-    best = "-" if s["best_val"] is None else f"{s['best_val']:.6f} (experiment {s['best_experiment']}, " \
-                                             f"commit {s['best_commit'] or '-'}): {s['best_description']}"
-    items = [("experiments", s["experiments"]), ("kept", s["kept"]), ("discarded", s["discarded"]),
-             ("crashed or timed out", s["crashed"]), ("rejected or other", s["other"]),
+    best = "-" if s["best_val"] is None else f"{s['best_val']:.6f} (mean of {s['best_runs']} runs; experiment " \
+                                             f"{s['best_experiment']}, commit {s['best_commit'] or '-'}): " \
+                                             f"{s['best_description']}"
+    noise = "-" if s["noise"] is None else f"±{s['noise']:.4f} bpb per run" + \
+        (f" ({s['eras'] - 1} drift{'s' if s['eras'] > 2 else ''} seen)" if s["eras"] > 1 else "")
+    items = [("experiments", s["experiments"]), ("runs", s["runs"]), ("kept", s["kept"]), ("discarded", s["discarded"]),
+             ("pruned early", s["pruned"]), ("crashed or timed out", s["crashed"]),
+             ("rejected or other", s["other"] - s["pruned"]), ("noise floor", noise),
              ("baseline val_bpb", num(s["baseline_val"])), ("best val_bpb", best),
-             ("gain over baseline", num(s["gain"], "{:+.6f}")), ("total cost", num(s["total_cost_usd"], "${:.4f}"))]
+             ("lower than the baseline by", num(s["gain"], "{:.6f} bpb")),
+             ("total cost", num(s["total_cost_usd"], "${:.4f}"))]
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in items)
     return f'<table class="summary">{rows}</table>'
 
@@ -114,10 +119,11 @@ def render_report(df: pl.DataFrame, lam: float = analysis.DEFAULT_LAMBDA, title:
         "<h2>Summary</h2>", summary_table(s),
         "<h2>Progress</h2>", chart_block("progress", analysis.progress_chart(df), svg),
         "<h2>Complexity</h2>", chart_block("complexity", analysis.complexity_chart(df, lam), svg),
-        "<h2>Statuses</h2>", chart_block("statuses", analysis.status_chart(df), svg),
+        "<h2>Verdicts</h2>", chart_block("statuses", analysis.status_chart(df), svg),
         table(analysis.status_rates(df), "no experiments yet"),
+        "<h3>Runs spent per verdict</h3>", table(analysis.runs_per_verdict(df), "no experiments yet"),
         "<h2>Top improvements</h2>", table(analysis.top_hits(df), "no keep has improved on the baseline yet"),
-        "<h2>Crashes, timeouts and rejections</h2>", table(analysis.crashes(df), "none"),
+        "<h2>Crashes, timeouts, early aborts and rejections</h2>", table(analysis.crashes(df), "none"),
     ]
     if costs.height:
         parts += ["<h2>Cost per agent</h2>", table(costs)]

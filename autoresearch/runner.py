@@ -23,6 +23,8 @@ PROGRESS = re.compile(r"^step (?P<step>\d+) \| +(?P<percent>[\d.]+)% \| loss (?P
                       r"(?P<tok_s>[\d,]+) tok/s")
 # environment variables that never reach train.py: credentials of any kind
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
+# what differs from one run to the next of a loop: a Python started ahead gets them when it is handed the run
+PER_RUN = ("AUTORESEARCH_RESULT", "AUTORESEARCH_SEED")
 SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_", "AWS_", "AZURE_", "GOOGLE_", "GCP_", "HF_", "HUGGING", "GITHUB_",
                    "GH_", "WANDB_", "CLAUDE")
 
@@ -37,6 +39,20 @@ def parse_progress(line: str) -> dict | None:
         loss = math.nan
     return dict(step=int(m["step"]), progress=float(m["percent"]) / 100, loss=loss,
                 tokens_per_s=float(m["tok_s"].replace(",", "")))
+
+
+def progress_points(log: Path) -> list[dict]:
+    """The progress lines of one train.py log, parsed (finite losses only)."""
+    try:
+        text = Path(log).read_text(errors="replace")
+    except OSError:
+        return []
+    points = []
+    for line in text.splitlines():
+        p = parse_progress(line)
+        if p and math.isfinite(p["loss"]):
+            points.append(p)
+    return points
 
 
 def parse_summary(text: str) -> dict[str, str]:
@@ -57,7 +73,7 @@ def scrubbed_env(extra: dict[str, str]) -> dict[str, str]:
 
 @dataclass
 class RunResult:
-    status: str                   # ok, crash, timeout or interrupted
+    status: str                   # ok, crash, timeout, pruned or interrupted
     seconds: float
     val_bpb: float | None = None
     record: dict = field(default_factory=dict)   # what evaluate_bpb wrote
@@ -152,7 +168,7 @@ class Prestarted:
         """The process, now running train.py with `env`, and a note for the log; else (None, why not)
         and it is closed."""
         def same(e):
-            return {k: v for k, v in e.items() if k != "AUTORESEARCH_RESULT"}
+            return {k: v for k, v in e.items() if k not in PER_RUN}
 
         try:
             source = (self.workdir / "train.py").read_text(errors="replace")
@@ -193,7 +209,8 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
                  prestarted: Prestarted | None = None) -> RunResult:
     """Run train.py in workdir, in the Python `prestarted` if one is given and fits, else a fresh one.
     `expect` holds the manifest's data_hash and EVAL_TOKENS: a record that does not match them is not
-    believed. on_start(pgid) lets the caller note the process group."""
+    believed. on_start(pgid) lets the caller note the process group; on_progress(progress) may return
+    a reason to stop the run early, which then ends with status "pruned" and that reason."""
     result_path.unlink(missing_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -210,6 +227,7 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
             on_start(proc.pid)
         tail: list[str] = []
         last: list[dict] = []
+        abort: list[str] = []
 
         def pump():
             for line in proc.stdout:
@@ -221,8 +239,9 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
                 progress = parse_progress(line)
                 if progress:
                     last[:] = [progress]
-                    if on_progress:
-                        on_progress(progress)
+                    why = on_progress(progress) if on_progress and not abort else None
+                    if why:
+                        abort[:] = [why]
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
@@ -232,6 +251,8 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
                 status = "timeout"
             elif should_stop and should_stop():
                 status = "interrupted"
+            elif abort:
+                status = "pruned"
             if status:
                 kill_group(proc.pid, proc)
                 break
@@ -247,6 +268,9 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
         return result
     if status == "interrupted":
         result.reason = "stopped by the user"
+        return result
+    if status == "pruned":
+        result.reason = abort[0]
         return result
     if proc.returncode != 0:
         result.status, result.reason = "crash", failure_reason(tail, proc.returncode)

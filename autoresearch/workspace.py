@@ -9,6 +9,7 @@ import hashlib
 import os
 import re
 import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 TRAIN = "train.py"
@@ -90,6 +91,32 @@ def reset_to(cwd, commit: str) -> None:
     """Back to `commit` with a clean tree (lab files are ignored, so they stay)."""
     git(cwd, "reset", "-q", "--hard", commit)
     git(cwd, "clean", "-q", "-fd")
+
+
+def branch_of(cwd) -> str | None:
+    """The branch checked out, or None when HEAD is detached."""
+    name = git(cwd, "rev-parse", "--abbrev-ref", "HEAD")
+    return None if name == "HEAD" else name
+
+
+def attach(cwd, branch: str) -> None:
+    """Back on `branch` (after a run of another commit left HEAD detached); the tree is forced clean."""
+    if branch_of(cwd) != branch:
+        git(cwd, "checkout", "-q", "-f", branch)
+
+
+@contextmanager
+def checked_out(cwd, commit: str, branch: str):
+    """The worktree at `commit` for the duration (HEAD detached there if it is not the branch's tip),
+    then back on the branch: a run of the best while a candidate is the tip leaves the branch alone."""
+    if head(cwd) == commit:
+        yield
+        return
+    git(cwd, "checkout", "-q", "--detach", commit)
+    try:
+        yield
+    finally:
+        git(cwd, "checkout", "-q", "-f", branch)
 
 
 def line_changes(cwd, parent: str, commit: str) -> tuple[int, int]:

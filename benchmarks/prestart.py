@@ -22,7 +22,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from autoresearch import runner  # noqa: E402
-from autoresearch import loop as lab_loop  # noqa: E402
+from autoresearch.judge import Policy  # noqa: E402
+from autoresearch import runner  # noqa: E402
+from autoresearch.judge import Policy  # noqa: E402
+from autoresearch.recorder import Display  # noqa: E402
+from autoresearch.scheduler import Scheduler, init_run  # noqa: E402
 from autoresearch.agents.replay import ReplayAgent  # noqa: E402
 from lab_helpers import make_repo, write_replay  # noqa: E402
 
@@ -51,13 +55,14 @@ def run_lab(repo, tag, replay, think, n, prestart):
         own.append(float(result.summary.get("total_seconds", "nan")))
         return result
 
-    lab_loop.runner.run_training = timed_run
+    runner.run_training = timed_run
     try:
-        workdir = lab_loop.init_run(repo, tag)
-        lab = lab_loop.Lab(workdir, display=lab_loop.Display(stream=io.StringIO()))
+        workdir = init_run(repo, tag)
+        # one run per experiment: the Python is started ahead while the agent works, before each proposal
+        lab = Scheduler(workdir, Policy(name="single"), display=Display(stream=io.StringIO()))
         lab.run(Thinking(replay, think), max_experiments=n + 1)
     finally:
-        lab_loop.runner.run_training = real_run
+        runner.run_training = real_run
     return seconds[1:], own[1:]  # the proposals: the baseline overlaps the device probe instead
 
 

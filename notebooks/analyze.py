@@ -57,8 +57,11 @@ def _():
     mo.md("""
     # Analyze a run
 
-    Every row of `results.tsv` is one experiment: `keep` moved the best `val_bpb` down, `discard`
-    did not beat it, `crash`/`timeout` produced no number, `rejected` never ran (the guard refused it).
+    Every row of `results.tsv` is one run; the row that ends an experiment carries its verdict and its
+    mean `val_bpb` over the runs it took. `keep`: the lab was sure it beats the best; `discard`: it was not
+    shown better (or shown worse); `pruned`: stopped early, clearly worse; `crash`/`timeout`: no number;
+    `rejected`: never ran (the guard refused it). The other rows (`run`) are confirmations at more seeds
+    and control runs of the best.
     """)
     return
 
@@ -91,18 +94,21 @@ def _(path_box, run_pick):
         _where = mo.md(f"`{results_path}`: {df.height} experiments")
     _cost = [mo.stat(f"${s['total_cost_usd']:.2f}", label="agent cost")] if s["total_cost_usd"] else []
     _gain = f"{s['gain']:.6f} below the baseline" if s["gain"] else None
+    _noise = [mo.stat(f"±{s['noise']:.4f}", label="noise floor", caption="one run's val_bpb, seed to seed"
+                      + (f"; {s['eras'] - 1} drift(s) seen" if s["eras"] > 1 else ""))] if s["noise"] is not None else []
     mo.vstack([
         _where,
         mo.hstack([
-            mo.stat(s["experiments"], label="experiments"),
+            mo.stat(s["experiments"], label="experiments", caption=f"{s['runs']} runs"),
             mo.stat(s["kept"], label="kept"),
             mo.stat(s["discarded"], label="discarded"),
             mo.stat(s["crashed"], label="crashed / timed out"),
             mo.stat(fmt(s["best_val"]), label="best val_bpb", caption=_gain),
+            *_noise,
             *_cost,
         ], justify="start", gap=1),
-        mo.md(f"**Best:** #{s['best_experiment']} `{s['best_commit']}`: {s['best_description']}"
-              if s["best_val"] is not None else "**Best:** none yet"),
+        mo.md(f"**Best:** #{s['best_experiment']} `{s['best_commit']}` (mean of {s['best_runs']} runs): "
+              f"{s['best_description']}" if s["best_val"] is not None else "**Best:** none yet"),
     ])
     return (df,)
 
@@ -123,8 +129,11 @@ def _(df, lam):
 @app.cell
 def _(df):
     mo.hstack([
-        mo.vstack([mo.md("### Statuses"), mo.ui.table(analysis.status_rates(df), selection=None,
-                                                      format_mapping={"share": "{:.1%}".format})]),
+        mo.vstack([mo.md("### Verdicts"), mo.ui.table(analysis.status_rates(df), selection=None,
+                                                      format_mapping={"share": "{:.1%}".format}),
+                   mo.md("### Runs spent per verdict"),
+                   mo.ui.table(analysis.runs_per_verdict(df), selection=None,
+                               format_mapping={"runs_per_experiment": "{:.2f}".format})]),
         analysis.status_chart(df),
     ], justify="start", gap=2)
     return
@@ -140,7 +149,8 @@ def _(df):
 
 @app.cell
 def _(df):
-    mo.vstack([mo.md("### Crashes, timeouts and rejections"), mo.ui.table(analysis.crashes(df), selection=None)])
+    mo.vstack([mo.md("### Crashes, timeouts, early aborts and rejections"),
+               mo.ui.table(analysis.crashes(df), selection=None)])
     return
 
 

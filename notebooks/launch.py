@@ -40,11 +40,11 @@ with app.setup:
     import polars as pl
 
     from autoresearch import background, harness
-    from autoresearch.loop import init_run
+    from autoresearch.scheduler import init_run
     from autoresearch.workspace import LabError
 
-    FEED_COLUMNS = ["experiment", "commit", "status", "val_bpb", "lines_added", "lines_removed", "agent",
-                    "description", "training_seconds", "started", "reason"]
+    FEED_COLUMNS = ["experiment", "role", "seed", "commit", "status", "run_bpb", "val_bpb", "runs", "lines_added",
+                    "lines_removed", "agent", "description", "num_steps", "tokens_per_s", "started", "reason"]
 
 
 @app.function
@@ -57,7 +57,8 @@ def run_tags(root: Path) -> list[str]:
 
 @app.function
 def feed(rows: pl.DataFrame) -> pl.DataFrame:
-    """The ledger as an experiment feed: newest first, the columns a person reads."""
+    """The ledger as a feed of runs, newest first, the columns a person reads: each run's own value
+    (run_bpb), and on the row that ends an experiment its verdict and mean (val_bpb)."""
     if "experiment" not in rows.columns:
         rows = rows.with_columns(experiment=pl.int_range(1, pl.len() + 1))
     return rows.select([c for c in FEED_COLUMNS if c in rows.columns]).reverse()
@@ -188,6 +189,8 @@ def live_view(get_changed, refresh, tag):
                     caption=f"{int((_rows['status'] == 'keep').sum()) if _rows.height else 0} kept"),
             mo.stat(f"{info['best_val_bpb']:.6f}" if info["best_val_bpb"] is not None else "-", label="best val_bpb",
                     caption=(f"#{_best['number']} {_best['description']}"[:60] if _best else None)),
+            mo.stat(f"±{info['noise'].sigma:.4f}" if info["noise"].sigma is not None else "-", label="noise floor",
+                    caption="one run's val_bpb, seed to seed"),
             mo.stat(info["device"] or "-", label="device",
                     caption=f"{info['time_budget']} s budget" if info["time_budget"] else None),
         ], justify="start", gap=1)
@@ -195,8 +198,12 @@ def live_view(get_changed, refresh, tag):
             _last = info["current_points"][-1] if info["current_points"] else None
             _where = (f" — {_last['progress']:.0%} of the budget, step {_last['step']}, loss {_last['loss']:.4f}, "
                       f"{_last['tokens_per_s']:,.0f} tok/s" if _last else "")
-            _now = mo.md(f"**In flight:** #{_cur['number']} ({_cur['agent']}, {_cur['phase']}"
-                         f"{', since ' + _cur['started'] if _cur['started'] else ''}): {_cur['description']}{_where}")
+            _run = _cur["run"]
+            _which = f", run {len(_cur['runs']) + 1}: {_run['role']} at seed {_run['seed']}" if _run else ""
+            _done = ", ".join(f"{r['role']} s{r['seed']} {float(r['run_bpb']):.4f}" for r in _cur["runs"] if r["run_bpb"])
+            _now = mo.md(f"**In flight:** #{_cur['number']} ({_cur['agent']}, {_cur['phase']}{_which}"
+                         f"{', since ' + _cur['started'] if _cur['started'] else ''}): {_cur['description']}{_where}"
+                         + (f"  \nIts runs so far: {_done}" if _done else ""))
         else:
             _now = mo.md("**In flight:** nothing" + ("" if info["running"] else " (start the loop to run experiments)"))
         _view = mo.vstack([

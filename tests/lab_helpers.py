@@ -12,7 +12,7 @@ from conftest import ROOT
 from autoresearch import ledger, state, workspace
 
 # A train.py that honours the harness contract in ~3 s: a unigram model mixed with the uniform one
-# by WEIGHT (1.0 is best), with knobs for the failure paths.
+# by WEIGHT (1.0 is best), NOISE that moves it with the seed, and knobs for the failure paths.
 FAKE_TRAIN = '''
 import os, sys, time
 import numpy as np
@@ -22,16 +22,26 @@ import torch.nn.functional as F
 from prepare import MAX_SEQ_LEN, TIME_BUDGET, Tokenizer, evaluate_bpb, load_split
 
 WEIGHT = 0.5
+NOISE = 0.0
+JITTER = 0.0
+LOSSES = ()
+SPEED_FILE = ""
 SLEEP = 0.0
 CRASH = False
 PRINT_FAKE = False
 CALL_EVAL = True
 TOUCH_PREPARE = False
 
+# NOISE: the weight moves with the lab's seed, as a real train.py's val_bpb does; JITTER: with each run
+WEIGHT += NOISE * float(np.random.default_rng(int(os.environ.get("AUTORESEARCH_SEED", "0"))).standard_normal())
+WEIGHT += JITTER * float(np.random.default_rng().standard_normal())
 print("secret visible:", any(k in os.environ for k in ("ANTHROPIC_API_KEY", "MY_SECRET_TOKEN")), flush=True)
 print("compile cache:", os.environ.get("TORCHINDUCTOR_CACHE_DIR"), flush=True)
-print(f"step 00000 |   0.0% | loss 8.000000 | lr 1.00 | dt 1ms | 1,000 tok/s | mfu n/a | epoch 0 | 1s left", flush=True)
-time.sleep(SLEEP)
+# LOSSES: one progress line per loss, spread over SLEEP seconds (else one line, then SLEEP)
+for i, loss in enumerate(LOSSES or (8.0,)):
+    print(f"step {i:05d} | {100 * i / len(LOSSES or (8.0,)):5.1f}% | loss {loss:.6f} | lr 1.00 | dt 1ms | "
+          f"1,000 tok/s | mfu n/a | epoch 0 | 1s left", flush=True)
+    time.sleep(SLEEP / len(LOSSES or (8.0,)))
 if CRASH:
     raise RuntimeError("boom: the model exploded")
 if TOUCH_PREPARE:
@@ -60,6 +70,8 @@ print("total_tokens_M:   0.1")
 print("num_steps:        1")
 print("num_params_M:     0.0")
 print("depth:            0")
+if SPEED_FILE:  # the machine's speed, as a test sets it
+    print("tokens_per_s:    ", open(SPEED_FILE).read().strip())
 '''
 
 
@@ -107,16 +119,27 @@ def start_cli(repo, cache, *args, **extra):
 
 
 def check_invariants(workdir: Path):
-    """A clean tree, the tip at the best kept commit, no experiment recorded twice. Returns the rows."""
+    """A clean tree, the tip at the best kept commit, no run recorded twice, one verdict per experiment
+    at most. Returns the rows."""
+    from autoresearch import measurements
     st = state.load(workdir)
     rows = ledger.read_rows(workdir / "results.tsv")
     assert workspace.changed_paths(workdir) == [], "the worktree is dirty"
+    assert workspace.branch_of(workdir) == st["branch"], "HEAD is not on the run's branch"
     tip = workspace.head(workdir)
     assert tip == st["best_commit"], "the branch tip is not the best commit"
     keeps = [r for r in rows if r["status"] == "keep"]
     if keeps:
         assert tip.startswith(keeps[-1]["commit"])
-    commits = [r["commit"] for r in rows if r["commit"] != "none"]
-    assert len(commits) == len(set(commits)), f"an experiment was recorded twice: {commits}"
-    assert st.get("current") is None or st["current"]["phase"] in ("running", "interrupted")
+    runs = [(r["experiment"], r["commit"], r["seed"]) for r in rows if r["commit"] != "none" and r["role"] != "verdict"]
+    assert len(runs) == len(set(runs)), f"a run was recorded twice: {runs}"
+    ended = [r["experiment"] for r in measurements.verdicts(rows)]
+    assert len(ended) == len(set(ended)), f"an experiment has two verdicts: {ended}"
+    assert all(e["phase"] in ("measuring", "interrupted") for e in st["experiments"])
     return rows
+
+
+def verdicts(rows):
+    """The rows that end experiments."""
+    from autoresearch import measurements
+    return measurements.verdicts(rows)

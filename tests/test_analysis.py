@@ -1,5 +1,6 @@
-"""analysis.py on real results.tsv files: a normal run, and the awkward ones a run really produces
-(no rows, no file, a crash first, only crashes, the original five-column format).
+"""analysis.py on real results.tsv files: a run with a row per run (confirmations, controls, an early
+abort), the lab's older one-row-per-experiment files, and the awkward ones a run really produces (no
+rows, no file, a crash first, only crashes, the original five-column format).
 Run: uv run pytest tests/test_analysis.py"""
 import polars as pl
 import pytest
@@ -44,9 +45,33 @@ def write_normal(path):
     return path
 
 
+def write_runs(path):
+    """A ledger as the lab writes it now: the baseline at three seeds, a candidate confirmed at more
+    seeds with a control of the best beside it, a discard after one run and an early abort."""
+    def run(experiment, commit, role, seed, value, status="run", **extra):
+        row = dict(experiment=experiment, commit=commit, role=role, seed=seed, run_bpb=value, val_bpb=value,
+                   status=status, era=1, noise=0.05)
+        ledger.append(path, {**row, **extra})
+    run(1, "aaaaaaa", "baseline", 42, 3.00, description="baseline")
+    run(1, "aaaaaaa", "baseline", 43, 3.10, description="baseline")
+    run(1, "aaaaaaa", "baseline", 44, 3.05, "keep", description="baseline", runs=3, val_bpb=3.05)
+    change = dict(description="better lr", lines_added=1, lines_removed=1, parent="aaaaaaa")
+    run(2, "aaaaaaa", "control", 45, 3.02, description="better lr")
+    run(2, "bbbbbbb", "candidate", 42, 2.90, **change)
+    run(2, "bbbbbbb", "confirm", 43, 3.00, **change)
+    run(2, "bbbbbbb", "confirm", 44, 2.95, "keep", runs=3, val_bpb=2.95, diff=-0.10, diff_low=-0.15,
+        diff_high=-0.05, **change)
+    run(3, "ccccccc", "candidate", 42, 3.20, "discard", description="worse", runs=1, lines_added=3)
+    ledger.append(path, dict(experiment=4, commit="ddddddd", role="candidate", seed=42, status="pruned",
+                             description="diverges", reason="pruned at 30% of the budget", era=1))
+    return path
+
+
 def write_ledger(path, kind):
     if kind == "normal":
         write_normal(path)
+    elif kind == "runs":
+        write_runs(path)
     elif kind == "empty":
         path.write_text("\t".join(ledger.COLUMNS) + "\n")
     elif kind == "crash_first":
@@ -63,7 +88,7 @@ def write_ledger(path, kind):
     return path
 
 
-KINDS = ["normal", "empty", "missing", "crash_first", "only_crashes", "five_columns"]
+KINDS = ["normal", "runs", "empty", "missing", "crash_first", "only_crashes", "five_columns"]
 
 
 @pytest.fixture(params=KINDS)
@@ -180,3 +205,36 @@ def test_charts_carry_the_data_they_claim(tmp_path):
     assert all(len(label) <= 40 for label in labels) and "baseline" in labels
     svg = vlc.vegalite_to_svg(analysis.complexity_chart(df).to_dict())
     assert "best 1.4205" in svg and "baseline 1.5000" in svg
+
+
+def test_a_ledger_with_a_row_per_run(tmp_path):
+    df = analysis.load(write_runs(tmp_path / "results.tsv"))
+    ex = analysis.experiments(df)
+    assert ex["experiment"].to_list() == [1, 2, 3, 4]
+    assert ex["status"].to_list() == ["keep", "keep", "discard", "pruned"]
+    assert ex["val"].to_list()[:3] == pytest.approx([3.05, 2.95, 3.20]) and ex["val"][3] is None
+    assert ex["runs_spent"].to_list() == [3, 4, 1, 1]  # experiment 2: a control of the best and 3 candidate runs
+    assert ex["improvement"].to_list()[1] == pytest.approx(0.10)
+    assert ex["se"][1] == pytest.approx(0.05 / 3 ** 0.5)
+
+    s = analysis.summary(df)
+    assert (s["experiments"], s["runs"], s["kept"], s["discarded"], s["pruned"]) == (4, 9, 2, 1, 1)
+    assert s["best_val"] == pytest.approx(2.95) and s["best_runs"] == 3 and s["noise"] == pytest.approx(0.05)
+    assert s["gain"] == pytest.approx(0.10) and s["eras"] == 1
+
+    spent = {r["status"]: r for r in analysis.runs_per_verdict(df).iter_rows(named=True)}
+    assert spent["keep"]["experiments"] == 2 and spent["keep"]["runs"] == 7
+    assert spent["keep"]["runs_per_experiment"] == pytest.approx(3.5) and spent["discard"]["runs"] == 1
+    assert analysis.status_rates(df)["count"].to_list() == [2, 1, 1]
+    assert analysis.crashes(df)["status"].to_list() == ["pruned"]
+    assert analysis.top_hits(df)["runs"].to_list() == [3]
+
+    spec = analysis.progress_chart(df).to_dict()
+    rows = [r for values in spec["datasets"].values() for r in values]
+    means = {r["experiment"]: r["val_bpb"] for r in rows if "val_bpb" in r and "label" in r}
+    assert means == pytest.approx({1: 3.05, 2: 2.95, 3: 3.20})
+    runs = [(r["experiment"], r["role"], r["seed"]) for r in rows if "run_bpb" in r]
+    assert (2, "control", 45) in runs and (2, "confirm", 43) in runs and len(runs) == 7  # the runs behind means
+    assert any("band_low" in r for r in rows)  # the noise band around the frontier
+    bars = [r for r in rows if r.get("low") is not None and "label" in r]
+    assert {r["experiment"] for r in bars} == {1, 2}  # kept means with their standard error

@@ -78,7 +78,9 @@ def test_background_loop_is_detached_watched_and_stopped_cleanly(run, tmp_path):
     assert info["current_points"][0]["step"] == 0 and info["current_points"][0]["progress"] == 0.0
     assert info["best"]["description"] == "baseline" and info["best"]["number"] == 1
     assert info["best_points"] and info["best_points"][0]["loss"] == 8.0
-    assert info["rows"].height == 1 and info["rows"]["status"].to_list() == ["keep"]
+    assert info["rows"]["status"].to_list() == ["run", "run", "keep"]  # the baseline, at three seeds
+    assert info["current"]["run"] == dict(role="candidate", seed=42, commit=info["current"]["commit"])
+    assert info["noise"].sigma == 0.0 and info["best_val_bpb"] == pytest.approx(float(info["rows"]["val_bpb"][2]))
     assert info["device"].startswith("cpu") and info["time_budget"] == "4"
     assert "run bg" in info["loop_log"]
     spec = background.curves_chart(info).to_dict()
@@ -97,9 +99,9 @@ def test_background_loop_is_detached_watched_and_stopped_cleanly(run, tmp_path):
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     rows = check_invariants(workdir)
-    assert [r["description"] for r in rows] == ["baseline"]
+    assert [r["description"] for r in rows] == ["baseline"] * 3
     st = state.load(workdir)
-    assert st["current"]["phase"] == "interrupted" and st.get("child_pgid") is None
+    assert st["experiments"][0]["phase"] == "interrupted" and st.get("child_pgid") is None
     assert "stopped" in (workdir / ".lab" / "loop.log").read_text()
     assert background.stop_loop(repo, tag) is False
 
@@ -118,4 +120,4 @@ def test_a_loop_that_fails_to_start_says_why_in_its_log(run):
     wait_for(lambda: background.loop_pid(repo, tag) is None, timeout=30, what="the loop to exit")
     log = (repo / "runs" / tag / ".lab" / "loop.log").read_text()
     assert "error:" in log and "nosuchagent" in log and pid > 0
-    assert json.loads((repo / "runs" / tag / ".lab" / "state.json").read_text())["current"] is None
+    assert json.loads((repo / "runs" / tag / ".lab" / "state.json").read_text())["experiments"] == []

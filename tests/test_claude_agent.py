@@ -7,10 +7,11 @@ import pytest
 
 from autoresearch.agents import AgentUnavailable, Context
 from autoresearch.agents.claude import DEFAULT_MODEL, ClaudeAgent, price
-from autoresearch.loop import Lab, init_run
+from autoresearch.judge import Policy
+from autoresearch.scheduler import Scheduler, init_run
 from autoresearch.workspace import LabError
 from fake_anthropic import Script, Server, error, message, text, tool
-from lab_helpers import FAKE_TRAIN, check_invariants, cli, make_repo
+from lab_helpers import FAKE_TRAIN, check_invariants, cli, make_repo, verdicts
 from test_lab import Quiet
 
 KEY = "sk-ant-test-0123456789abcdef"
@@ -124,8 +125,7 @@ def test_usage_and_cost_are_summed_over_turns():
                      message(tool("write_train", {"content": "y = 2\n"}), tool("propose", {"description": "d"}),
                              input_tokens=2000, output_tokens=300, cache_read=5000)])
     agent, _ = agent_for(script, model="claude-sonnet-5-5")
-    agent.propose(context())
-    u = agent.last_usage
+    u = agent.propose(context()).usage  # the usage travels on the proposal
     assert (u["input_tokens"], u["output_tokens"], u["cache_write_tokens"], u["cache_read_tokens"]) == (3000, 400, 5000, 5000)
     p_in, p_out = price("claude-sonnet-5-5")
     assert u["cost_usd"] == pytest.approx((3000 * p_in + 400 * p_out + 5000 * 1.25 * p_in + 5000 * 0.1 * p_in) / 1e6)
@@ -141,9 +141,9 @@ def test_the_loop_pauses_through_an_outage_and_records_cost(tmp_path, use_cache)
     ])
     agent, _ = agent_for(script, retries=2)
     display = Quiet()
-    lab = Lab(init_run(repo, "c"), display=display, pause=0.05)
+    lab = Scheduler(init_run(repo, "c"), Policy(baseline_runs=2), display=display, pause=0.05)
     lab.run(agent, max_experiments=3)
-    rows = check_invariants(lab.workdir)
+    rows = verdicts(check_invariants(lab.workdir))
     assert [r["status"] for r in rows] == ["keep", "keep", "rejected"]
     assert display.stream.getvalue().count("the agent is unavailable") == 1  # 3 errors, 2 per try: one pause
     assert rows[1]["agent"] == "claude" and rows[1]["input_tokens"] == "4000" and float(rows[1]["cost_usd"]) > 0
@@ -161,12 +161,13 @@ def test_end_to_end_against_a_fake_messages_server(tmp_path, use_cache):
     try:
         assert cli(repo, use_cache, "init", "--tag", "e2e").returncode == 0
         out = cli(repo, use_cache, "run", "--agent", "claude", "--model", "claude-haiku-4-5", "--max-cost", "0.01",
+                  "--baseline-runs", "2",
                   ANTHROPIC_API_KEY=KEY, ANTHROPIC_BASE_URL=server.url)
     finally:
         server.close()
     assert out.returncode == 0, out.stdout + out.stderr
     workdir = repo / "runs" / "e2e"
-    rows = check_invariants(workdir)
+    rows = verdicts(check_invariants(workdir))
     assert [r["description"] for r in rows] == ["baseline", "full unigram"]
     assert rows[1]["status"] == "keep" and (workdir / "train.py").read_text() == better
     assert float(rows[1]["cost_usd"]) >= 0.01 and "spent $" in out.stdout  # --max-cost stopped the loop

@@ -1,5 +1,6 @@
 """kill -9 of the loop at several points, SIGINT and SIGTERM, then `autoresearch run` again: every
-experiment recorded once, a clean tree, the branch tip at the best kept commit.
+run recorded once, every experiment judged once, a clean tree, the branch tip at the best kept commit.
+The new phases too: a confirmation, a control of the best and an early abort, each killed and resumed.
 Run: uv run pytest tests/test_crash_safety.py"""
 import os
 import signal
@@ -8,7 +9,10 @@ import time
 import pytest
 
 from autoresearch import ledger, state
-from lab_helpers import check_invariants, cli, make_repo, start_cli, variant, write_replay
+from lab_helpers import check_invariants, cli, make_repo, start_cli, variant, verdicts, write_replay
+
+
+TWO_BASELINE_RUNS = ("--baseline-runs", "2")  # the loop's phases, not the noise: 2 runs show there is none
 
 
 def wait_for(predicate, timeout=120, what="condition"):
@@ -18,6 +22,12 @@ def wait_for(predicate, timeout=120, what="condition"):
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def in_flight(workdir):
+    """The experiment in flight, as the state file names it ({} when none)."""
+    experiments = state.load(workdir).get("experiments") or []
+    return experiments[0] if experiments else {}
 
 
 def alive(pid):
@@ -42,19 +52,19 @@ def run(tmp_path, use_cache):
 
 
 def finish(repo, workdir, replay, cache):
-    out = cli(repo, cache, "run", "--agent", f"replay:{replay}")
+    out = cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
     assert out.returncode == 0, out.stdout + out.stderr
-    rows = check_invariants(workdir)
+    rows = verdicts(check_invariants(workdir))
     assert [r["description"] for r in rows] == ["baseline", "better", "worse", "uniform"]
     assert [r["status"] for r in rows] == ["keep", "keep", "discard", "discard"]
-    assert state.load(workdir)["current"] is None
+    assert state.load(workdir)["experiments"] == []
     return rows
 
 
 @pytest.mark.parametrize("point", ["proposed", "committed", "recorded"])
 def test_kill_9_at_a_fault_point_then_resume(run, point):
     repo, workdir, replay, cache = run
-    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", AUTORESEARCH_FAULT=point)
+    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS, AUTORESEARCH_FAULT=point)
     marker = workdir / ".lab" / f"fault-{point}"
     wait_for(marker.exists, what=f"the loop to reach {point}")
     os.killpg(loop.pid, signal.SIGKILL)
@@ -65,9 +75,9 @@ def test_kill_9_at_a_fault_point_then_resume(run, point):
 
 def test_kill_9_while_train_py_runs_then_resume(run):
     repo, workdir, replay, cache = run
-    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}")
+    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
     # wait until the second experiment ("better") is training
-    wait_for(lambda: (state.load(workdir).get("current") or {}).get("description") == "better"
+    wait_for(lambda: in_flight(workdir).get("description") == "better"
              and state.load(workdir).get("child_pgid"), what="the second experiment to start")
     child = state.load(workdir)["child_pgid"]
     os.kill(loop.pid, signal.SIGKILL)  # the loop only: its train.py lives on in its own session
@@ -81,8 +91,8 @@ def test_kill_9_while_train_py_runs_then_resume(run):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_and_the_experiment_runs_again(run, sig):
     repo, workdir, replay, cache = run
-    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}")
-    wait_for(lambda: (state.load(workdir).get("current") or {}).get("description") == "better"
+    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
+    wait_for(lambda: in_flight(workdir).get("description") == "better"
              and state.load(workdir).get("child_pgid"), what="the second experiment to start")
     child = state.load(workdir)["child_pgid"]
     os.kill(loop.pid, sig)
@@ -90,16 +100,15 @@ def test_signal_stops_cleanly_and_the_experiment_runs_again(run, sig):
     assert loop.returncode == 0, out
     assert not alive(child)
     assert "will run again" in out
-    st = state.load(workdir)
-    assert st["current"]["phase"] == "interrupted"
+    assert in_flight(workdir)["phase"] == "interrupted"
     check_invariants(workdir)
-    assert len(ledger.read_rows(workdir / "results.tsv")) == 1
+    assert len(ledger.read_rows(workdir / "results.tsv")) == 2  # the baseline's runs
     finish(repo, workdir, replay, cache)
 
 
 def test_two_loops_on_one_run_are_refused(run):
     repo, workdir, replay, cache = run
-    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}")
+    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
     wait_for(lambda: state.is_running(workdir) is not None, what="the loop to start")
     out = cli(repo, cache, "run", "--agent", f"replay:{replay}")
     assert out.returncode == 2 and "already running" in out.stderr
@@ -107,3 +116,75 @@ def test_two_loops_on_one_run_are_refused(run):
     assert '"running": true' in status.stdout
     os.killpg(loop.pid, signal.SIGKILL)
     loop.wait()
+
+
+# --- the phases of a noise-aware verdict -------------------------------------------------------------
+
+# the stand-in's weight moves with the seed, so a small gain needs runs at more seeds to be shown
+NOISY = dict(NOISE=0.05, SLEEP=0.6)
+CURVE = tuple(8.0 - 0.3 * k for k in range(10))
+PROPOSALS = [
+    {"description": "a little better", "train_py": variant(WEIGHT=0.56, LOSSES=CURVE, **NOISY)},
+    {"description": "diverges", "train_py": variant(LOSSES=tuple(8.0 + 0.5 * k for k in range(10)), **NOISY)},
+]
+CONTROLS = ("--control-every", "2")  # experiment 2 starts with a control run of the best
+
+
+def noisy_run(base, cache):
+    repo = make_repo(base / "repo", variant(LOSSES=CURVE, **NOISY))
+    replay = write_replay(base / "r.jsonl", PROPOSALS)
+    assert cli(repo, cache, "init", "--tag", "n").returncode == 0
+    return repo, repo / "runs" / "n", replay
+
+
+def resume_noisy(repo, workdir, replay, cache):
+    out = cli(repo, cache, "run", "--agent", f"replay:{replay}", *CONTROLS)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = check_invariants(workdir)
+    ended = verdicts(rows)
+    assert [(r["description"], r["status"]) for r in ended] == [
+        ("baseline", "keep"), ("a little better", "keep"), ("diverges", "pruned")]
+    assert "pruned at 30% of the budget" in ended[2]["reason"]
+    assert state.load(workdir)["experiments"] == []
+    return rows
+
+
+def signature(rows):
+    return [(r["experiment"], r["role"], r["seed"], r["status"], r["run_bpb"]) for r in rows]
+
+
+def test_kill_9_at_a_control_in_a_confirmation_and_after_an_early_abort_then_resume(tmp_path, use_cache):
+    """One replay killed three times: once its control of the best is recorded, while a confirmation
+    trains, and once the early abort is recorded. Every run is recorded once, exactly as in the same
+    replay left alone."""
+    repo, workdir, replay = noisy_run(tmp_path / "killed", use_cache)
+
+    def start(**fault):
+        return start_cli(repo, use_cache, "run", "--agent", f"replay:{replay}", *CONTROLS, **fault)
+
+    def kill_at(point):
+        loop = start(AUTORESEARCH_FAULT=point)
+        marker = workdir / ".lab" / f"fault-{point}"
+        wait_for(marker.exists, timeout=240, what=f"the loop to reach {point}")
+        os.killpg(loop.pid, signal.SIGKILL)
+        loop.wait()
+        marker.unlink()
+
+    kill_at("recorded-control")
+    assert [r["role"] for r in ledger.read_rows(workdir / "results.tsv")][-1] == "control"
+    loop = start()
+    wait_for(lambda: (in_flight(workdir).get("run") or {}).get("role") == "confirm"
+             and state.load(workdir).get("child_pgid"), timeout=240, what="a confirmation to train")
+    run, child = in_flight(workdir)["run"], state.load(workdir)["child_pgid"]
+    os.kill(loop.pid, signal.SIGKILL)  # the loop only: its train.py lives on in its own session
+    loop.wait()
+    kill_at("recorded-pruned")
+    assert not alive(child), "the orphaned confirmation was not killed on resume"
+    rows = resume_noisy(repo, workdir, replay, use_cache)
+    again = [r for r in rows if (r["experiment"], r["commit"], r["seed"]) == ("2", run["commit"][:7], str(run["seed"]))]
+    assert len(again) == 1 and again[0]["role"] == "confirm"
+    roles = [r["role"] for r in rows]
+    assert roles.count("control") == 1 and roles.count("confirm") >= 2
+
+    alone = noisy_run(tmp_path / "alone", use_cache)
+    assert signature(rows) == signature(resume_noisy(*alone, use_cache))

@@ -100,3 +100,14 @@ def test_epochs_advance_and_validation_order_is_pinned(use_cache):
     first = next(prepare.make_dataloader(tok, 4, 256, "val", device="cpu"))[0]
     again = next(prepare.make_dataloader(tok, 4, 256, "val", device="cpu", seed=99))[0]
     assert torch.equal(first, again)
+
+
+def test_under_the_lab_the_training_order_follows_the_labs_seed_whatever_train_py_passes(use_cache, monkeypatch):
+    """A train.py cannot pick a lucky data order: with AUTORESEARCH_SEED set, its own seed= is ignored."""
+    tok = prepare.Tokenizer.from_directory()
+    monkeypatch.delenv("AUTORESEARCH_SEED", raising=False)
+    first = {s: next(prepare.make_dataloader(tok, 4, 64, "train", device="cpu", seed=s))[0] for s in (5, 123)}
+    assert not torch.equal(first[5], first[123])
+    monkeypatch.setenv("AUTORESEARCH_SEED", "5")
+    chosen = next(prepare.make_dataloader(tok, 4, 64, "train", device="cpu", seed=123))[0]
+    assert torch.equal(chosen, first[5])

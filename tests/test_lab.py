@@ -1,16 +1,19 @@
 """The experiment loop on real temporary git repositories with a stand-in train.py: keep, discard,
 crash, timeout, the guard's rejections, a printed val_bpb that is not believed, and status.
-Run: uv run pytest tests/test_lab.py"""
+The stand-in is deterministic here (no NOISE), so every candidate is judged on one run; the
+noise-aware path is in test_verdicts.py.  Run: uv run pytest tests/test_lab.py"""
 import json
 
 import pytest
 
 from autoresearch import guard, ledger, state, workspace
 from autoresearch.agents.replay import ReplayAgent
-from autoresearch.loop import Display, Lab, Policy, init_run, judge
+from autoresearch.judge import Policy
+from autoresearch.recorder import Display
+from autoresearch.scheduler import Scheduler, init_run
 from autoresearch.workspace import LabError
 from conftest import ROOT
-from lab_helpers import FAKE_TRAIN, check_invariants, cli, make_repo, variant, write_replay
+from lab_helpers import FAKE_TRAIN, check_invariants, cli, make_repo, variant, verdicts, write_replay
 
 
 class Quiet(Display):
@@ -24,17 +27,10 @@ def repo(tmp_path, use_cache):
     return make_repo(tmp_path / "repo")
 
 
-def new_lab(repo, tag="t", **kw):
+def new_lab(repo, tag="t", policy=Policy(baseline_runs=2), **kw):
+    """A lab on a new run; the baseline at two seeds (enough to see the stand-in has no noise)."""
     workdir = init_run(repo, tag)
-    return Lab(workdir, display=Quiet(), **kw)
-
-
-def test_judge_is_a_pure_function_of_best_result_and_policy():
-    assert judge(None, 1.5, 10, 0, Policy()) == ("keep", 1.5 + 10 * 0.001 / 20)
-    assert judge(1.0, 0.999, 0, 0, Policy())[0] == "keep"
-    assert judge(1.0, 0.999, 40, 0, Policy())[0] == "discard"      # 0.001 is not worth 40 lines
-    assert judge(1.0, 1.0005, 0, 20, Policy())[0] == "keep"        # deleting code earns credit
-    assert judge(1.0, 0.9995, 0, 0, Policy(margin=0.001))[0] == "discard"
+    return Scheduler(workdir, policy, display=Quiet(), **kw)
 
 
 def test_keep_discard_and_crash(repo, tmp_path):
@@ -43,22 +39,31 @@ def test_keep_discard_and_crash(repo, tmp_path):
         {"description": "weaker", "train_py": variant(WEIGHT=0.2)},
         {"description": "explodes", "train_py": variant(WEIGHT=1.0, CRASH=True)},
     ])
-    lab = new_lab(repo)
+    lab = new_lab(repo, policy=Policy())
     assert lab.run(ReplayAgent(replay)) == 4
     rows = check_invariants(lab.workdir)
-    assert [r["status"] for r in rows] == ["keep", "keep", "discard", "crash"]
-    assert [r["description"] for r in rows] == ["baseline", "full unigram", "weaker", "explodes"]
-    assert float(rows[1]["val_bpb"]) < float(rows[0]["val_bpb"]) < float(rows[2]["val_bpb"])
-    assert "boom: the model exploded" in rows[3]["reason"]
-    assert rows[1]["lines_added"] == "1" and rows[1]["lines_removed"] == "1" and rows[1]["parent"] == rows[0]["commit"]
+    # the baseline at the lab's first three seeds, then each candidate once (no noise: nothing to confirm)
+    assert [(r["role"], r["seed"], r["status"]) for r in rows[:3]] == [
+        ("baseline", "42", "run"), ("baseline", "43", "run"), ("baseline", "44", "keep")]
+    assert rows[2]["runs"] == "3" and float(rows[2]["val_bpb"]) == pytest.approx(
+        sum(float(r["run_bpb"]) for r in rows[:3]) / 3, abs=1e-6)
+    ended = verdicts(rows)
+    assert [r["status"] for r in ended] == ["keep", "keep", "discard", "crash"]
+    assert [r["description"] for r in ended] == ["baseline", "full unigram", "weaker", "explodes"]
+    assert [r["experiment"] for r in ended] == ["1", "2", "3", "4"]
+    assert float(ended[1]["val_bpb"]) < float(ended[0]["val_bpb"]) < float(ended[2]["val_bpb"])
+    assert "boom: the model exploded" in ended[3]["reason"]
+    assert ended[1]["lines_added"] == "1" and ended[1]["lines_removed"] == "1"
+    assert ended[1]["parent"] == ended[0]["commit"] and ended[1]["role"] == "candidate" and ended[1]["seed"] == "42"
+    assert float(ended[1]["diff"]) < 0 < float(ended[2]["diff"])  # paired with the baseline's run at seed 42
     assert (lab.workdir / "train.py").read_text() == variant(WEIGHT=1.0)
     st = state.load(lab.workdir)
-    assert st["best_val_bpb"] == pytest.approx(float(rows[1]["val_bpb"]), abs=1e-6)
-    log = lab.workdir / "logs" / f"0004-{rows[3]['commit']}.log"
+    assert st["best_val_bpb"] == pytest.approx(float(ended[1]["val_bpb"]), abs=1e-6)
+    log = lab.workdir / "logs" / f"0004-{ended[3]['commit']}-s42.log"
     assert "RuntimeError: boom" in log.read_text()
     for r in rows:  # every row carries the environment it was measured in
         assert r["profile"] == "tiny" and r["device"].startswith("cpu") and r["time_budget"] == "4"
-        assert r["seed"] == "42" and r["started"] <= r["finished"]
+        assert r["policy"] == "noise" and r["era"] == "1" and r["started"] <= r["finished"]
     # the user's checkout was never touched
     assert workspace.head(repo) == workspace.git(repo, "rev-parse", "main")
     assert workspace.changed_paths(repo) == []
@@ -71,7 +76,7 @@ def test_a_printed_val_bpb_is_not_believed(repo, tmp_path):
     ])
     lab = new_lab(repo)
     lab.run(ReplayAgent(replay))
-    rows = check_invariants(lab.workdir)
+    rows = verdicts(check_invariants(lab.workdir))
     assert rows[1]["status"] == "crash" and "recorded no result" in rows[1]["reason"]
     assert rows[2]["status"] == "discard" and float(rows[2]["val_bpb"]) > 1.0
 
@@ -80,7 +85,7 @@ def test_timeout_kills_the_whole_process_group(repo, tmp_path):
     replay = write_replay(tmp_path / "r.jsonl", [{"description": "hangs", "train_py": variant(SLEEP=120.0)}])
     lab = new_lab(repo, allowance=2.0)
     lab.run(ReplayAgent(replay))
-    rows = check_invariants(lab.workdir)
+    rows = verdicts(check_invariants(lab.workdir))
     assert rows[1]["status"] == "timeout" and "killed" in rows[1]["reason"]
     assert float(rows[1]["lab_seconds"]) < 5
 
@@ -105,7 +110,7 @@ def test_guard_rejections_are_recorded_and_never_committed(repo, tmp_path):
     lab = new_lab(repo)
     head_before = workspace.head(lab.workdir)
     lab.run(ReplayAgent(replay))
-    rows = check_invariants(lab.workdir)
+    rows = verdicts(check_invariants(lab.workdir))
     reasons = [r["reason"] for r in rows[1:]]
     assert [r["status"] for r in rows[1:]] == ["rejected"] * 6
     assert "prepare.py" in reasons[0] and "only train.py may change" in reasons[0]
@@ -147,12 +152,12 @@ def test_every_experiment_shares_one_compile_cache_that_outlives_tmp(repo, tmp_p
     proposal = {"description": "better", "train_py": variant(WEIGHT=1.0)}
     lab.run(ReplayAgent(write_replay(tmp_path / "r.jsonl", [proposal])))
     logs = sorted((lab.workdir / "logs").glob("*.log"))
-    assert len(logs) == 2
+    assert len(logs) >= 2  # the baseline's run and the candidate's (with one baseline run, the noise needs more)
     for log in logs:
         assert f"compile cache: {tmp_path / 'xdg' / 'autoresearch-compile'}" in log.read_text()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's choice wins
-    lab = Lab(lab.workdir, display=Quiet())
-    assert lab.env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    lab = Scheduler(lab.workdir, display=Quiet())
+    assert lab.executor.env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
 
 
 def test_train_py_processes_write_bytecode_where_none_is_cached(tmp_path, monkeypatch):
@@ -186,7 +191,7 @@ def test_a_run_where_torch_has_no_cached_bytecode_caches_it_for_every_experiment
     replay = write_replay(tmp_path / "r.jsonl", [])
     prefix = tmp_path / "empty-prefix"
     assert cli(repo, use_cache, "init", "--tag", "pyc").returncode == 0
-    out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}", "--max-experiments", "1",
+    out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}", "--max-experiments", "1", "--baseline-runs", "1",
               PYTHONDONTWRITEBYTECODE="1", PYTHONPYCACHEPREFIX=prefix)
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"torch's bytecode is not cached where this Python looks: experiments keep it in {prefix}" in out.stdout
@@ -220,12 +225,12 @@ def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, m
         {"description": "sets a variable", "train_py": PRELOADED + sets_env},
         {"description": "explodes", "train_py": PRELOADED + variant(CRASH=True)},
     ])
-    lab = new_lab(repo)
+    lab = new_lab(repo, policy=Policy(baseline_runs=2))
     assert lab.run(ReplayAgent(replay)) == 4
-    rows = check_invariants(lab.workdir)
+    rows = verdicts(check_invariants(lab.workdir))
     assert [r["status"] for r in rows] == ["keep", "keep", "discard", "crash"]
     assert "boom: the model exploded" in rows[3]["reason"]
-    logs = [(lab.workdir / "logs" / f"{i:04d}-{r['commit']}.log").read_text() for i, r in enumerate(rows, 1)]
+    logs = [(lab.workdir / "logs" / f"{i:04d}-{r['commit']}-s42.log").read_text() for i, r in enumerate(rows, 1)]
     same = "| argv: ['train.py'] | name: __main__ | result: True"
     ahead = "# python started ahead: torch was imported before train.py was handed over\ntorch preloaded: True "
     assert logs[0].startswith(ahead + same) and logs[1].startswith(ahead + same)
@@ -234,6 +239,8 @@ def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, m
     assert "torch preloaded: True" in logs[3] and "RuntimeError: boom" in logs[3]
     assert all("secret visible: False" in log for log in logs)
     assert len(started) == 5  # the baseline's, one per proposal asked for, and one for the agent's "nothing more"
+    # the baseline's second seed follows at once: no agent time to start a Python in, and none is offered
+    assert (lab.workdir / "logs" / f"0001-{rows[0]['commit']}-s43.log").read_text().startswith("torch preloaded: False")
     assert all(p.proc.poll() is not None for p in started)  # none left behind
 
     monkeypatch.setenv("AUTORESEARCH_PRESTART", "0")
@@ -296,7 +303,7 @@ def test_a_ledger_from_another_environment_is_refused(repo, tmp_path):
     text = (lab.workdir / "results.tsv").read_text().replace(rows[0]["data_hash"], "0123456789ab")
     (lab.workdir / "results.tsv").write_text(text)
     with pytest.raises(LabError, match="data_hash.*not comparable"):
-        Lab(lab.workdir, display=Quiet()).run(ReplayAgent(write_replay(tmp_path / "r2.jsonl", [])))
+        Scheduler(lab.workdir, display=Quiet()).run(ReplayAgent(write_replay(tmp_path / "r2.jsonl", [])))
 
 
 def test_cli_init_run_status(repo, tmp_path, use_cache):
@@ -305,15 +312,16 @@ def test_cli_init_run_status(repo, tmp_path, use_cache):
     assert out.returncode == 0 and "runs/cli" in out.stdout
     out = cli(repo, use_cache, "init", "--tag", "cli")
     assert out.returncode == 2 and out.stderr.count("\n") == 1 and "exists already" in out.stderr
-    out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}", "--max-experiments", "5")
+    out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}", "--max-experiments", "5", "--baseline-runs", "2")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "#2 replay: better" in out.stdout and "keep" in out.stdout
     status = json.loads(cli(repo, use_cache, "status", "--json").stdout)
-    assert {"branch", "workdir", "results", "experiments", "kept", "best_val_bpb", "running"} <= set(status)
-    assert status["experiments"] == 2 and status["kept"] == 2 and status["running"] is False
+    assert {"branch", "workdir", "results", "experiments", "kept", "best_val_bpb", "noise", "running"} <= set(status)
+    assert status["experiments"] == 2 and status["runs"] == 3 and status["kept"] == 2 and status["running"] is False
+    assert status["best_runs"] == 1 and status["noise"]["sigma"] == 0.0  # the stand-in has no noise
     assert status["branch"] == "autoresearch/cli"
     out = cli(repo, use_cache, "status")
-    assert "best val_bpb" in out.stdout and "better" in out.stdout
+    assert "best val_bpb" in out.stdout and "better" in out.stdout and "noise ±0.0000 bpb per run" in out.stdout
     out = cli(repo, use_cache, "run", "--agent", "nonsense")
     assert out.returncode == 2 and "unknown agent" in out.stderr
 
@@ -321,9 +329,10 @@ def test_cli_init_run_status(repo, tmp_path, use_cache):
 def test_the_search_agent_drives_the_real_train_py(tmp_path, use_cache):
     from autoresearch.agents.search import SearchAgent
     repo = make_repo(tmp_path / "real", (ROOT / "train.py").read_text())
-    lab = new_lab(repo)
+    lab = new_lab(repo, policy=Policy(name="single"))  # one run each: the real train.py is the slow part
     assert lab.run(SearchAgent(seed=1), max_experiments=2) == 2
     rows = check_invariants(lab.workdir)
+    assert len(rows) == 2
     assert rows[0]["status"] == "keep" and float(rows[0]["val_bpb"]) < 3.5
     assert rows[1]["agent"] == "search" and "[s:" in rows[1]["description"]
     assert rows[1]["status"] in ("keep", "discard") and rows[1]["val_bpb"]

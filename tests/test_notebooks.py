@@ -13,7 +13,7 @@ import types
 import pytest
 
 from autoresearch import background, ledger, workspace
-from autoresearch.loop import init_run
+from autoresearch.scheduler import init_run
 from conftest import ROOT, TINY_ARGS
 from lab_helpers import make_repo
 

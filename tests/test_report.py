@@ -42,7 +42,7 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert "<script>alert(1)" not in text
     assert "bigger lr &lt;script&gt;alert(1)&lt;/script&gt;</td>" in text
     assert "alert(1)\\u003c/script\\u003e" in text
-    for number in ("1.500000", "1.420500", "+0.079500", "$0.7500", "CUDA out of memory",
+    for number in ("1.500000", "1.420500", "0.079500 bpb", "$0.7500", "CUDA out of memory",
                    "touched protected prepare.py", "ran past the budget", "delete dead code", "Cost per agent"):
         assert number in text, number
     assert "<noscript><svg" in text
@@ -63,8 +63,9 @@ def test_report_on_every_ledger(tmp_path, kind):
     results = write_ledger(tmp_path / "results.tsv", kind)
     text = report.write_report(results, tmp_path / "report.html").read_text()
     assert outside_references(text) == []
-    assert "<h2>Progress</h2>" in text and "<h2>Crashes, timeouts and rejections</h2>" in text
+    assert "<h2>Progress</h2>" in text and "<h2>Crashes, timeouts, early aborts and rejections</h2>" in text
     assert ("Cost per agent" in text) == (kind == "normal")
+    assert "<h3>Runs spent per verdict</h3>" in text
     if kind in ("empty", "missing"):
         assert "no data yet" in text
 

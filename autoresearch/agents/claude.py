@@ -8,7 +8,7 @@ then checks the result like any other proposal. A bad tool call goes back to Cla
 
 Overnight robustness: rate limits, overload, 5xx and connection errors are retried with backoff
 (honouring retry-after); after `retries` failures in a row the agent raises AgentUnavailable and the
-loop pauses, then tries again. Usage and an estimated cost per proposal are kept in `last_usage`.
+loop pauses, then tries again. Usage and an estimated cost travel on each Proposal.
 """
 from __future__ import annotations
 
@@ -65,21 +65,38 @@ def price(model: str) -> tuple[float, float]:
 
 
 def history_summary(context: Context, limit: int = 25) -> str:
-    """A compact view of the ledger: the best so far, then the most recent experiments."""
+    """A compact view of the ledger: the noise, the best so far, then the most recent experiments,
+    each with its mean over its runs and its difference to the best it was tried on."""
     rows = context.history
     lines = [f"{len(rows)} experiments so far."]
+    noise = context.noise
+    if noise.sigma is not None:
+        paired = f", and the difference of two runs at the same seed by ±{noise.sigma_diff:.4f}" \
+            if noise.sigma_diff is not None else ""
+        lines.append(f"Noise: one run's val_bpb moves by ±{noise.sigma:.4f} from seed to seed and with the machine's "
+                     f"load{paired}. A promising change is run again at more seeds and kept only when the lab is sure "
+                     f"it is better; a difference inside the noise is not a result.")
     if context.best:
-        lines.append(f"Best so far: val_bpb {context.best['val_bpb']} ({context.best['description']}); "
-                     "the train.py below is that commit.")
+        mean = f"{context.best_mean:.6f} (mean of {context.best_runs} runs)" if context.best_mean is not None \
+            else context.best["val_bpb"]
+        lines.append(f"Best so far: val_bpb {mean}: {context.best['description']}; the train.py below is that commit.")
     counts = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     if counts:
         lines.append("Outcomes: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    lines.append("Recent experiments (status, val_bpb, lines +/-, description, reason if any):")
+    lines.append("Recent experiments (status, mean val_bpb and runs, difference to the best with its interval, "
+                 "lines +/-, description, reason if any):")
     for r in rows[-limit:]:
         reason = f" -- {r['reason']}" if r.get("reason") else ""
-        lines.append(f"- {r['status']} {r['val_bpb'] or '-'} +{r.get('lines_added') or 0}/-"
+        runs = f" x{r['runs']}" if r.get("runs") else ""
+        diff = ""
+        if r.get("diff") and r.get("role") != "baseline":
+            diff = f" Δ{float(r['diff']):+.4f}"
+            if r.get("diff_low"):
+                low, high = float(r["diff_low"]), float(r["diff_high"])
+                diff += f" [{low:+.4f}, {high:+.4f}]" + (" within the noise" if low < 0 < high else "")
+        lines.append(f"- {r['status']} {r['val_bpb'] or '-'}{runs}{diff} +{r.get('lines_added') or 0}/-"
                      f"{r.get('lines_removed') or 0} {r['description']}{reason}")
     return "\n".join(lines)
 
@@ -99,7 +116,6 @@ class ClaudeAgent:
         self.client = anthropic.Anthropic(api_key=key, max_retries=0, http_client=http_client, timeout=600.0)
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.max_turns, self.max_tokens, self.sleep = max_turns, max_tokens, sleep
-        self.last_usage = {}
 
     # --- the API, with retries ---------------------------------------------------------------
 
@@ -127,7 +143,6 @@ class ClaudeAgent:
     def propose(self, context: Context) -> Proposal | None:
         work = {"train": context.train_py}
         usage = dict(input_tokens=0, output_tokens=0, cache_read_tokens=0, cache_write_tokens=0, calls=0)
-        self.last_usage = usage
         system = [{"type": "text", "text": context.program_md + "\n" + RULES, "cache_control": {"type": "ephemeral"}}]
         intro = (f"Profile: {context.profile}.\n\n{history_summary(context)}\n\n"
                  + (f"The last experiment crashed; the end of its log:\n```\n{context.last_crash}\n```\n\n"
@@ -161,13 +176,13 @@ class ClaudeAgent:
                         out = "submitted"
                     results.append({"type": "tool_result", "tool_use_id": block.id, "content": out})
             if description is not None:
-                return Proposal(description=description, train_py=work["train"])
+                return Proposal(description=description, train_py=work["train"], usage=_spent(usage))
             if results:
                 messages.append({"role": "user", "content": results})
             else:
                 messages.append({"role": "user", "content": "Use the tools to edit train.py, then call propose."})
         summary = " ".join(last_text.split())[:200] or "no description"
-        return Proposal(description=f"(turn limit) {summary}", train_py=work["train"])
+        return Proposal(description=f"(turn limit) {summary}", train_py=work["train"], usage=_spent(usage))
 
     def use_tool(self, name, args, work, context):
         if not isinstance(args, dict):
@@ -222,6 +237,11 @@ class ClaudeAgent:
         p_in, p_out = price(self.model)
         usage["cost_usd"] = (usage["input_tokens"] * p_in + usage["output_tokens"] * p_out
                              + usage["cache_write_tokens"] * p_in * 1.25 + usage["cache_read_tokens"] * p_in * 0.1) / 1e6
+
+
+def _spent(usage: dict) -> dict:
+    """What the ledger records of a proposal's calls: tokens by kind and the estimated cost."""
+    return {k: v for k, v in usage.items() if k != "calls"}
 
 
 def _string(args, key):

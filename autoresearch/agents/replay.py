@@ -44,3 +44,15 @@ class ReplayAgent:
     def propose(self, context: Context) -> Proposal | None:
         done = sum(1 for row in context.history if row.get("agent") == self.name)
         return self.proposals[done] if done < len(self.proposals) else None
+
+
+class OneProposal:
+    """One given proposal, then nothing more: how `autoresearch experiment` hands a coding agent's edit to
+    the same scheduler as every other agent's."""
+
+    def __init__(self, proposal: Proposal, name: str):
+        self.proposal, self.name = proposal, name
+
+    def propose(self, context: Context) -> Proposal | None:
+        proposal, self.proposal = self.proposal, None
+        return proposal

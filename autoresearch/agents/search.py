@@ -14,6 +14,7 @@ import random
 import re
 from collections import Counter
 
+from .. import ledger
 from .base import Context, Proposal
 
 PROTECTED = {"SEED", "UNTIMED_STEPS", "FINAL_EVAL_BATCH_SIZE"}  # not hyperparameters to tune
@@ -29,7 +30,7 @@ CHOICES = {
     "SOFTCAP": (10.0, 15.0, 20.0, 30.0),
     "ADAM_BETAS": ((0.8, 0.95), (0.9, 0.95), (0.8, 0.99), (0.9, 0.99)),
 }
-GOOD, BAD = {"keep"}, {"discard", "crash", "timeout", "rejected"}  # other statuses count for nothing
+GOOD, BAD = {ledger.KEEP}, set(ledger.VERDICTS) - {ledger.KEEP}  # other statuses count for nothing
 PAIR_PROBABILITY = 0.2
 PAIR_TRIES = 200
 

@@ -1,0 +1,386 @@
+"""The judge: pure functions from the measurements so far to a decision. No I/O, no clock.
+
+In: every run measured on this branch (`Run`), the experiment being judged (`Experiment`), the
+noise estimate (`estimate_noise`) and the `Policy`. Out: `Measure` (run this commit at this seed
+next) or `Verdict` (keep or discard, with the experiment's mean, its paired difference and the
+interval around it). The scheduler asks again after every run, so a loop killed at any point asks
+the same question on restart and gets the same answer.
+
+How the noise-aware policy decides (`Policy.name == "noise"`):
+
+- Seeds are the lab's: s1 = `Policy.seed`, s2 = s1 + 1, ... Candidate and best run at the same
+  seeds, and each candidate run is paired with the best's run at its seed (same data order, same
+  initialisation), so what the seed does cancels and what is left is the timing and load noise.
+- Measurements count only within one *era*: a stretch of the run with no drift seen. Pairs are
+  formed inside the current era; when a control of the best shows the machine has changed (its
+  val_bpb or its throughput off by more than the noise explains), a new era begins and the best is
+  measured again before anything is compared with it.
+- After each candidate run the penalized paired difference d = val_bpb(candidate) + λ·net lines
+  - val_bpb(best) is tested as a sequential test with up to max_runs looks: its evidence of a gain
+  z = (-margin - mean d) / SE is kept above the line c (in Student's t for the spread's degrees of
+  freedom) and discarded below the futility line c · n / max_runs, which meets the keep line at the
+  last look (a clearly worse change stops after one run). c is computed so that a change that does
+  nothing is kept with probability 1 - confidence over all the looks together (`boundary`).
+- The paired difference's spread is estimated from every paired difference measured on the branch
+  (within each experiment), pooled with twice the single-run variance (what it would be if pairing
+  cancelled nothing) weighing as many degrees of freedom as that variance has, PRIOR_DF at most: on
+  a young branch the single runs say what there is to say, and soon the paired differences decide.
+  The test uses Student's t with the degrees of freedom there are.
+
+`Policy.name == "single"` is the seed project's rule, kept for comparison: one run per candidate at
+s1, kept when its penalized val_bpb beats the best's run at s1 by the margin.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from statistics import NormalDist
+
+from . import stats
+
+DEFAULT_LAMBDA = 0.001 / 20  # bpb per net added line: 0.001 bpb is not worth 20 lines
+DEFAULT_SEED = 42            # s1 of the lab's seed schedule
+POLICIES = ("noise", "single")
+PRIOR_DF = 8                 # the most the unpaired bound (2 sigma^2) weighs in the paired spread, in df
+DRIFT_CONFIDENCE = 0.999     # how sure a control must be that the machine changed, from val_bpb
+DRIFT_THROUGHPUT = 0.2       # a relative change of tokens/s at least this large can be drift
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str = "noise"             # noise | single
+    lam: float = DEFAULT_LAMBDA     # complexity penalty per net added line of train.py
+    margin: float = 0.0             # how much better than the best a change must be
+    confidence: float = 0.95        # that a kept change is better by the margin (noise policy)
+    max_runs: int = 5               # candidate runs per experiment at most (noise policy)
+    baseline_runs: int = 3          # seeds the baseline is run at before the first proposal
+    control_every: int = 5          # a control run of the best every N experiments (0: never)
+    prune: bool = True              # early abort of clearly worse candidates
+    prune_at: tuple = (0.3, 0.5, 0.7)  # checkpoints, as fractions of the time budget
+    prune_sigmas: float = 2.0       # how many of the best's spreads worse a candidate must be there
+    seed: int = DEFAULT_SEED        # s1
+
+    def __post_init__(self):
+        if self.name not in POLICIES:
+            raise ValueError(f"unknown policy {self.name!r}: use {' or '.join(POLICIES)}")
+        if not 0.5 < self.confidence < 1.0:
+            raise ValueError(f"--confidence must be between 0.5 and 1, e.g. 0.95 (got {self.confidence})")
+        if self.max_runs < 1 or self.baseline_runs < 1 or self.control_every < 0:
+            raise ValueError("--max-runs and --baseline-runs must be at least 1, --control-every at least 0")
+
+    @property
+    def single(self) -> bool:
+        return self.name == "single"
+
+    def seed_schedule(self, count: int) -> list[int]:
+        return [self.seed + k for k in range(count)]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One measured run, as the ledger holds it."""
+    experiment: int
+    commit: str                     # short hash
+    seed: int | None
+    role: str                       # baseline | candidate | confirm | control | repeat
+    era: int = 1
+    val_bpb: float | None = None    # this run's own value; None when it produced none
+    tokens_per_s: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.val_bpb is not None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    number: int
+    commit: str          # the candidate (for the baseline: the base commit)
+    parent: str          # the best it is tried against (for the baseline: itself)
+    net_lines: int = 0   # lines added - removed in train.py against the parent
+
+    @property
+    def baseline(self) -> bool:
+        return self.commit == self.parent
+
+
+@dataclass(frozen=True)
+class Noise:
+    sigma: float | None = None        # one run's standard deviation (seeds, timing, load), pooled
+    df: int = 0
+    sigma_diff: float | None = None   # a paired difference's standard deviation
+    df_diff: float = 0.0
+
+    def describe(self) -> str:
+        if self.sigma is None:
+            return "not measured yet"
+        paired = f", paired difference ±{self.sigma_diff:.4f}" if self.sigma_diff is not None else ""
+        return f"±{self.sigma:.4f} bpb per run ({self.df} df){paired}"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The penalized paired difference candidate - best over n seeds, with its one-sided interval."""
+    n: int
+    diff: float | None = None
+    se: float | None = None
+    df: float = 0.0
+    low: float | None = None
+    high: float | None = None
+    z: float | None = None          # evidence of a gain beyond the margin, in standard errors
+    z_keep: float | None = None     # what a keep needs at this look
+
+
+@dataclass(frozen=True)
+class Measure:
+    target: str          # "candidate" or "best"
+    seed: int
+    role: str
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str                     # keep | discard
+    mean: float | None = None       # the candidate's mean val_bpb over its counted runs
+    runs: int = 0
+    comparison: Comparison = field(default_factory=lambda: Comparison(0))
+    reason: str = ""
+
+
+# --- the noise ------------------------------------------------------------------------------------
+
+def current_era(runs: list[Run]) -> int:
+    return max((r.era for r in runs), default=1)
+
+
+def pairs(runs: list[Run], exp: Experiment, era: int) -> list[tuple[int, float, float]]:
+    """(seed, candidate, best) for each seed where both have a run in the era, in the candidate's
+    order; the best's latest run at that seed counts."""
+    best = {}
+    for r in runs:
+        if r.commit == exp.parent and r.ok and r.era == era and r.seed is not None:
+            best[r.seed] = r.val_bpb
+    out, seen = [], set()
+    for r in runs:
+        if r.experiment == exp.number and r.commit == exp.commit and r.ok and r.era == era \
+                and r.seed in best and r.seed not in seen:
+            out.append((r.seed, r.val_bpb, best[r.seed]))
+            seen.add(r.seed)
+    return out
+
+
+def estimate_noise(runs: list[Run], experiments: list[Experiment]) -> Noise:
+    """One run's spread, pooled over every commit's runs within each era; a paired difference's
+    spread, from the paired differences within each candidate experiment, shrunk toward 2 sigma^2."""
+    groups: dict[tuple[str, int], list[float]] = {}
+    for r in runs:
+        if r.ok:
+            groups.setdefault((r.commit, r.era), []).append(r.val_bpb)
+    variance, df = stats.pooled_variance(groups.values())
+    diffs = []
+    for exp in experiments:
+        if exp.baseline:
+            continue
+        for era in {r.era for r in runs if r.experiment == exp.number}:
+            d = [c - b for _, c, b in pairs(runs, exp, era)]
+            if len(d) >= 2:
+                diffs.append(d)
+    paired, paired_df = stats.pooled_variance(diffs)
+    if variance is None and paired is None:
+        return Noise()
+    prior_df = min(df, PRIOR_DF) if variance is not None else 0
+    total_df = prior_df + paired_df
+    combined = ((prior_df * 2 * (variance or 0.0)) + paired_df * (paired or 0.0)) / total_df if total_df else None
+    return Noise(sigma=math.sqrt(variance) if variance is not None else None, df=df,
+                 sigma_diff=math.sqrt(combined) if combined is not None else None, df_diff=total_df)
+
+
+def compare(runs: list[Run], exp: Experiment, noise: Noise, policy: Policy, era: int) -> Comparison:
+    matched = pairs(runs, exp, era)
+    n = len(matched)
+    if n == 0:
+        return Comparison(0)
+    diff = sum(c - b for _, c, b in matched) / n + policy.lam * exp.net_lines
+    if noise.sigma_diff is None or noise.df_diff <= 0:
+        return Comparison(n, diff=diff)
+    se = noise.sigma_diff / math.sqrt(n)
+    # the sequential boundary, as a quantile of Student's t for a spread known from df_diff degrees of freedom
+    z_keep = stats.t_quantile(NormalDist().cdf(boundary(policy)), noise.df_diff)
+    if se == 0.0:
+        z = math.inf if diff < -policy.margin else -math.inf
+    else:
+        z = (-policy.margin - diff) / se
+    return Comparison(n, diff=diff, se=se, df=noise.df_diff, low=diff - z_keep * se, high=diff + z_keep * se,
+                      z=z, z_keep=z_keep)
+
+
+# --- the decision ---------------------------------------------------------------------------------
+
+def boundary(policy: Policy) -> float:
+    """The keep line in standard errors, for a spread known exactly: kept at it, a change that does
+    nothing is kept with probability 1 - confidence over all the up to max_runs looks, the futility
+    line included (stats.sequential_boundary)."""
+    return stats.sequential_boundary(1.0 - policy.confidence, policy.max_runs)
+
+
+def futility(n: int, policy: Policy) -> float:
+    """The evidence of a gain (z) below which a candidate is discarded after n runs: a straight line
+    up to the keep line at the last look. Student's t widens the keep line while the noise is known
+    from few runs; it does not move this one, so that a young branch still gives a promising change
+    its further runs."""
+    return boundary(policy) * n / policy.max_runs
+
+
+def decide(runs: list[Run], exp: Experiment, noise: Noise, policy: Policy) -> Measure | Verdict:
+    """What to do next for `exp`, given every run so far (`runs` includes the experiment's own)."""
+    era = current_era(runs)
+    own = [r for r in runs if r.experiment == exp.number]
+    if exp.baseline:
+        return _baseline(own, exp, policy, era)
+    best_era = [r for r in runs if r.commit == exp.parent and r.ok and r.era == era and r.seed is not None]
+    if not any(r.commit == exp.parent and r.ok for r in runs):
+        # the best never produced a number (a crashed baseline): the candidate is measured as a baseline is
+        return _baseline([r for r in own if r.commit == exp.commit], exp, policy, era)
+    failed_best = [r for r in own if r.commit == exp.parent and not r.ok]
+    if len(failed_best) >= 2:
+        return Verdict("discard", reason="the best failed to run twice while this was measured, so it could "
+                                         "not be compared")
+    if policy.single:
+        return _single(runs, own, exp, policy, era, best_era)
+    if policy.control_every and exp.number % policy.control_every == 0 \
+            and not any(r.role == "control" for r in own):
+        return Measure("best", new_seed(runs, exp, policy), "control",
+                       f"a control run of the best every {policy.control_every} experiments")
+    result = compare(runs, exp, noise, policy, era)
+    cand = [r for r in own if r.commit == exp.commit and r.ok and r.era == era]
+    if result.n:
+        mean = stats.mean(v for _, v, _ in pairs(runs, exp, era))
+        if result.z is not None and result.z > result.z_keep:
+            return Verdict("keep", mean, result.n, result,
+                           f"better than the best by more than the margin with {policy.confidence:.0%} confidence")
+        futile = result.z is not None and result.z < futility(result.n, policy)
+        if futile or result.n >= policy.max_runs:
+            why = ("not better than the best beyond the noise" if futile else
+                   f"not shown better with {policy.confidence:.0%} confidence in {result.n} runs")
+            return Verdict("discard", mean, result.n, result, why)
+        last = cand[-1] if cand else None
+        if last is not None and _throughput_moved(last, best_era) and \
+                not any(r.role == "control" and r.era == era for r in own if _after(own, r, last)):
+            return Measure("best", new_seed(runs, exp, policy), "control",
+                           "the candidate's throughput moved beyond the best's: is it the machine?")
+    used = {r.seed for r in cand}
+    order = [r.seed for r in best_era if r.seed not in used]  # seeds the best has, oldest first
+    if order:
+        return Measure("candidate", order[0], "candidate" if not cand else "confirm")
+    seed = new_seed(runs, exp, policy)
+    return Measure("best", seed, "confirm", "the best has no run at the next seed")
+
+
+def _after(own: list[Run], r: Run, last: Run) -> bool:
+    return own.index(r) > own.index(last)
+
+
+def new_seed(runs: list[Run], exp: Experiment, policy: Policy) -> int:
+    """The first seed neither the best nor the candidate has used in this era."""
+    era = current_era(runs)
+    taken = {r.seed for r in runs if r.commit in (exp.parent, exp.commit) and r.era == era and r.seed is not None}
+    seed = policy.seed
+    while seed in taken:
+        seed += 1
+    return seed
+
+
+def _baseline(own: list[Run], exp: Experiment, policy: Policy, era: int) -> Measure | Verdict:
+    count = 1 if policy.single else policy.baseline_runs
+    done = [r for r in own if r.ok and r.era == era]
+    taken = {r.seed for r in done}
+    for seed in policy.seed_schedule(count):
+        if seed not in taken:
+            return Measure("candidate", seed, "baseline")
+    values = [r.val_bpb for r in done]
+    return Verdict("keep", stats.mean(values), len(values), Comparison(len(values)),
+                   f"the baseline, measured at {len(values)} seed{'s' if len(values) > 1 else ''}")
+
+
+def _single(runs, own, exp, policy, era, best_era) -> Measure | Verdict:
+    seed = policy.seed
+    if not any(r.seed == seed for r in best_era):
+        return Measure("best", seed, "confirm", "the best has no run at s1")
+    result = compare(runs, exp, Noise(), policy, era)
+    if result.n == 0:
+        return Measure("candidate", seed, "candidate")
+    _, value, best = pairs(runs, exp, era)[0]
+    keep = result.diff < -policy.margin
+    return Verdict("keep" if keep else "discard", value, 1, result,
+                   "beat the best's run" if keep else "did not beat the best's run")
+
+
+# --- drift and early abort ------------------------------------------------------------------------
+
+def _throughput_moved(run: Run, reference: list[Run]) -> bool:
+    speeds = [r.tokens_per_s for r in reference if r.tokens_per_s]
+    if not run.tokens_per_s or not speeds:
+        return False
+    median = sorted(speeds)[len(speeds) // 2]
+    logs = [math.log(s) for s in speeds]
+    spread = math.sqrt(stats.pooled_variance([logs])[0] or 0.0) if len(logs) > 1 else 0.0
+    return abs(math.log(run.tokens_per_s / median)) > max(math.log1p(DRIFT_THROUGHPUT), 3 * spread)
+
+
+def drift(run: Run, runs: list[Run], noise: Noise) -> str | None:
+    """Why a fresh run of the best says the machine changed since the era's other runs of it, or
+    None. `runs` holds the best's earlier runs; only those of the run's era count."""
+    before = [r for r in runs if r.commit == run.commit and r.ok and r.era == run.era and r is not run]
+    if not run.ok or not before:
+        return None
+    reasons = []
+    if _throughput_moved(run, before):
+        speeds = sorted(r.tokens_per_s for r in before if r.tokens_per_s)
+        median = speeds[len(speeds) // 2]
+        reasons.append(f"throughput {run.tokens_per_s:,.0f} tok/s against {median:,.0f} "
+                       f"({run.tokens_per_s / median - 1:+.0%})")
+    if noise.sigma and noise.df:
+        mean = stats.mean(r.val_bpb for r in before)
+        limit = stats.t_quantile(1 - (1 - DRIFT_CONFIDENCE) / 2, noise.df) * noise.sigma * math.sqrt(1 + 1 / len(before))
+        if abs(run.val_bpb - mean) > limit:
+            reasons.append(f"val_bpb {run.val_bpb:.4f} against {mean:.4f} ± {limit:.4f}")
+    return "; ".join(reasons) or None
+
+
+def curve_at(points, fraction: float) -> float | None:
+    """The loss at a fraction of the budget, linearly interpolated between progress points
+    ((progress, loss) pairs in order); None before the curve reaches it."""
+    prev = None
+    for progress, loss in points:
+        if progress >= fraction:
+            if prev is None or progress == prev[0]:
+                return loss
+            t = (fraction - prev[0]) / (progress - prev[0])
+            return prev[1] + t * (loss - prev[1])
+        prev = (progress, loss)
+    return None
+
+
+def prune(points, reference: dict[int, list], seed: int, policy: Policy) -> str | None:
+    """Why a candidate's run should stop now, or None. points: its (progress, loss) so far;
+    reference: the best's curves in this era by seed. At each checkpoint the candidate is compared
+    with the best's curve at its own seed (same data, so the same batches), and the threshold is
+    prune_sigmas times the spread of the best's curves there, at least 1 % of the loss."""
+    if not policy.prune or len(reference) < 2 or not points:
+        return None
+    for fraction in policy.prune_at:
+        if points[-1][0] < fraction:
+            break
+        losses = [v for v in (curve_at(c, fraction) for c in reference.values()) if v is not None]
+        mine = curve_at(points, fraction)
+        if len(losses) < 2 or mine is None or not math.isfinite(mine):
+            continue
+        same_seed = curve_at(reference[seed], fraction) if seed in reference else None
+        against = same_seed if same_seed is not None else stats.mean(losses)
+        spread = math.sqrt(stats.pooled_variance([losses])[0])
+        limit = max(policy.prune_sigmas * spread, 0.01 * against)
+        if mine > against + limit:
+            return (f"pruned at {fraction:.0%} of the budget: training loss {mine:.3f} against the best's "
+                    f"{against:.3f} (+{mine - against:.3f}, more than {limit:.3f})")
+    return None

@@ -1,0 +1,70 @@
+"""From the agent's proposal to a commit: what the agent is shown, the edit applied to the worktree,
+the guard's verdict on it, and the commit of train.py alone.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import guard, ledger, measurements, workspace
+from .agents import Context, Proposal
+from .workspace import LabError
+
+
+def log_path(workdir: Path, experiment: int, commit: str, seed) -> Path:
+    """One log per run: experiment number, commit and seed."""
+    return Path(workdir) / "logs" / f"{experiment:04d}-{commit[:7]}-s{seed}.log"
+
+
+def row_log(workdir: Path, row: dict, index: int) -> Path:
+    """The log of the run a ledger row records (an older ledger named logs by row number alone)."""
+    n = measurements.experiment_of(row, index)
+    if row.get("experiment"):
+        return log_path(workdir, n, row["commit"], row.get("seed"))
+    return Path(workdir) / "logs" / f"{n:04d}-{row['commit']}.log"
+
+
+def context(workdir: Path, rows: list[dict], manifest: dict, seed: int, best_commit: str) -> Context:
+    """What every agent sees: the best train.py, the manual, one row per experiment (its verdict), the
+    best's mean and the noise, and the tail of the last crash's log."""
+    history = measurements.verdicts(rows)
+    best = next((r for r in reversed(history) if r["status"] == ledger.KEEP), None)
+    last_crash = ""
+    if history and history[-1]["status"] in ledger.FAILED:
+        index = next(i for i, r in enumerate(rows) if r is history[-1])
+        log = row_log(workdir, rows[index], index)
+        if log.exists():
+            last_crash = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+    program = Path(workdir) / "program.md"
+    summary = measurements.best(rows, best_commit)
+    return Context(train_py=(Path(workdir) / workspace.TRAIN).read_text(),
+                   program_md=program.read_text() if program.exists() else "", history=history, best=best,
+                   workdir=Path(workdir), profile=manifest["profile"], seed=seed, last_crash=last_crash,
+                   max_seq_len=manifest["constants"]["MAX_SEQ_LEN"], noise=measurements.noise(rows),
+                   best_mean=summary.mean, best_runs=summary.runs)
+
+
+def apply(workdir: Path, proposal: Proposal) -> str | None:
+    """Write the proposal into the worktree; the reason it cannot be, or None."""
+    train = Path(workdir) / workspace.TRAIN
+    if proposal.train_py is not None:
+        train.write_text(proposal.train_py)
+        return None
+    if proposal.diff is not None:
+        patch = Path(workdir) / ".lab" / "proposal.diff"
+        patch.write_text(proposal.diff if proposal.diff.endswith("\n") else proposal.diff + "\n")
+        try:
+            workspace.git(workdir, "apply", "--whitespace=nowarn", str(patch))
+        except LabError as e:
+            return "the diff does not apply: " + str(e).split(": ", 1)[-1][:200]
+        return None
+    return None  # an agent that edited the worktree itself
+
+
+def check(workdir: Path, proposal: Proposal, protected: dict, parent: str) -> str | None:
+    """Apply and guard: the first rule the proposal breaks, or None."""
+    return proposal.rejection or apply(workdir, proposal) or \
+        guard.check_proposal(workdir, protected, workspace.file_at(workdir, parent))
+
+
+def describe(proposal: Proposal) -> str:
+    return " ".join(proposal.description.split())[:300] or "(no description)"

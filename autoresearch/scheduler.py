@@ -1,0 +1,463 @@
+"""The Scheduler: the crash-safe state machine over the experiments in flight.
+
+An experiment is one proposal and every run it takes to judge it. The scheduler asks the agent for a
+proposal, has it applied, guarded and committed, then asks the judge what to run next (the candidate
+at a seed, the best at a seed, a control) until the judge gives a verdict; the Executor runs each
+job and the Recorder writes one row per run. The judge is a pure function of the ledger's rows, so
+after a crash the same question gets the same answer.
+
+Crash safety comes from ordering. The state file names each experiment in flight and its phase
+before each step that changes git or the ledger, so a loop killed anywhere restarts like this:
+
+- proposing:   the proposal never ran; the tree is reset to the best commit, nothing is recorded.
+- committing:  if the commit was made, its measuring goes on; else as above.
+- measuring:   a run recorded in the ledger is never run again; the run in flight is run again
+               (killed twice: recorded once as a failure); a verdict already in the ledger only
+               moves the branch.
+- interrupted: (SIGINT/SIGTERM) as measuring; the branch waits at the best commit meanwhile.
+
+The branch tip is the best commit whenever no experiment is in flight.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from . import harness, judge, ledger, measurements, proposals, runner, state, workspace
+from .agents import AgentUnavailable
+from .executor import Executor, Job, LocalExecutor
+from .judge import Measure, Policy, Verdict
+from .recorder import Display, Recorder, now, short, tokens_per_s
+from .workspace import LabError
+
+
+def fault_point(workdir: Path, name: str, *details: str) -> None:
+    """Fault injection for the crash-safety tests: with AUTORESEARCH_FAULT=name (or name-detail, e.g.
+    recorded-control, recorded-pruned) the loop marks the point in .lab/ and waits there to be killed."""
+    fault = os.environ.get("AUTORESEARCH_FAULT")
+    if fault and fault in (name, *(f"{name}-{d}" for d in details)):
+        (Path(workdir) / ".lab" / f"fault-{fault}").touch()
+        time.sleep(600)
+
+
+def init_run(root: Path, tag: str, cache=None) -> Path:
+    """Create the run's branch and worktree and its state; nothing runs yet."""
+    manifest = harness.read_manifest(cache)
+    workdir = workspace.create_worktree(root, tag)
+    base = workspace.head(workdir)
+    state.save(workdir, dict(
+        tag=tag, branch=f"autoresearch/{tag}", root=str(root), workdir=str(workdir),
+        cache=str(harness.cache_dir(cache)), profile=manifest["profile"], base_commit=base,
+        best_commit=base, best_val_bpb=None, protected=workspace.protected_hashes(workdir),
+        experiments=[], created=now(),
+    ))
+    return workdir
+
+
+class Scheduler:
+    def __init__(self, workdir: Path, policy: Policy | None = None, executor: Executor | None = None,
+                 display: Display | None = None, allowance: float | None = None, pause: float = 300.0):
+        self.workdir = Path(workdir)
+        self.state = state.load(self.workdir)
+        if "experiments" not in self.state:
+            raise LabError(f"{self.workdir} was made by an older version of the lab: start a new run with "
+                           f"`autoresearch init --tag NEW` (its results still read in reports and notebooks)")
+        self.policy = policy or Policy()
+        self.results = self.workdir / "results.tsv"
+        self.manifest = harness.read_manifest(self.state["cache"])
+        self.budget = self.manifest["constants"]["TIME_BUDGET"]
+        self.executor = executor or LocalExecutor(self.workdir, self.state["cache"], self.state["branch"],
+                                                  self.state["protected"], allowance)
+        self.display = display or Display(budget=self.budget)
+        self.recorder = Recorder(self.results, self.manifest, self.policy, self.display)
+        self.stopping = False
+        self.pause = pause  # seconds to wait when the agent's service is down, before asking again
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def save(self):
+        state.save(self.workdir, self.state)
+
+    def rows(self):
+        return ledger.read_rows(self.results)
+
+    @property
+    def in_flight(self) -> list[dict]:
+        return self.state["experiments"]
+
+    def next_number(self, rows) -> int:
+        numbers = [measurements.experiment_of(r, i) for i, r in enumerate(rows)] + [e["number"] for e in self.in_flight]
+        return max(numbers, default=0) + 1
+
+    def view(self, exp) -> judge.Experiment:
+        added, removed = exp.get("lines", (0, 0))
+        return judge.Experiment(exp["number"], short(exp["commit"]), short(exp["parent"]), added - removed)
+
+    def drop(self, exp, reset_to: str):
+        workspace.reset_to(self.workdir, reset_to)
+        self.in_flight.remove(exp)
+        self.save()
+
+    def spent(self) -> float:
+        return sum(measurements.number(r.get("cost_usd")) or 0.0 for r in self.rows())
+
+    def wait(self, seconds: float):
+        deadline = time.time() + seconds
+        while not self.stopping and time.time() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.time())))
+
+    # --- start and recovery ----------------------------------------------------------------------
+
+    def check_environment(self):
+        self.recorder.device = self.executor.probe()
+        env = getattr(self.executor, "env", {})
+        if "PYTHONPYCACHEPREFIX" in env:
+            self.display.say(f"note: torch's bytecode is not cached where this Python looks: experiments keep it in "
+                             f"{env['PYTHONPYCACHEPREFIX']} (else each would compile torch's source again)")
+        columns = ledger.header(self.results)
+        if columns and not set(ledger.RUN_COLUMNS) <= set(columns):
+            raise LabError(f"{self.results} was written by an older version of the lab (one row per experiment): "
+                           f"start a new run with `autoresearch init --tag NEW`")
+        why = ledger.mismatch(self.rows(), self.recorder.fingerprint())
+        if why:
+            raise LabError(f"{self.results} was recorded elsewhere ({why}): its numbers are not comparable; "
+                           f"start a new run with `autoresearch init --tag NEW`")
+
+    def recover(self):
+        """Put git, the ledger and the state back in agreement after whatever stopped the last loop."""
+        st = self.state
+        if st.get("child_pgid"):
+            runner.kill_group(st["child_pgid"])  # a train.py orphaned by a killed loop
+            st["child_pgid"] = None
+        workspace.attach(self.workdir, st["branch"])
+        rows = self.rows()
+        for exp in list(self.in_flight):
+            if exp["phase"] == "proposing":
+                self.drop(exp, exp["parent"])
+            elif exp["phase"] == "committing":
+                tip = workspace.head(self.workdir)
+                if tip != exp["parent"] and workspace.git(self.workdir, "rev-parse", "HEAD^") == exp["parent"]:
+                    self.measuring(exp, tip)
+                else:
+                    self.drop(exp, exp["parent"])
+            else:
+                self.resume(exp, rows)
+        if not self.in_flight:
+            workspace.reset_to(self.workdir, st["best_commit"])
+        self.save()
+
+    def resume(self, exp, rows):
+        mine = [r for i, r in enumerate(rows) if measurements.experiment_of(r, i) == exp["number"]]
+        verdict = next((r for r in mine if r["status"] in ledger.VERDICTS), None)
+        if verdict is not None:  # recorded; only the branch was not moved yet
+            self.finish(exp, verdict["status"], measurements.number(verdict["val_bpb"]))
+            return
+        workspace.reset_to(self.workdir, exp["commit"])
+        exp["phase"] = "measuring"
+        run = exp.get("run")
+        if run and any(r["commit"] == short(run["commit"]) and r["seed"] == str(run["seed"]) and
+                       r["started"] == run["started"] for r in mine):
+            exp["run"] = None
+        elif run and run.get("attempts", 0) >= 2:
+            result = runner.RunResult(status="crash", seconds=0.0, reason="the loop was killed twice while this ran")
+            self.record(exp, self.job(exp, run), Measure(run["target"], run["seed"], run["role"]), result, time.time())
+
+    # --- one experiment ------------------------------------------------------------------------
+
+    def propose(self, agent, rows) -> str:
+        """Ask the agent, apply and guard its proposal, commit it. Returns "done" (nothing more to
+        propose), "rejected" (recorded) or "measuring"."""
+        st = self.state
+        parent = st["best_commit"]
+        exp = dict(number=self.next_number(rows), phase="proposing", parent=parent, commit=parent, run=None)
+        self.in_flight.append(exp)
+        self.save()
+        t0 = time.time()
+        proposal = agent.propose(proposals.context(self.workdir, rows, self.manifest, self.policy.seed, parent))
+        if proposal is None:
+            self.drop(exp, parent)
+            return "done"
+        t1 = time.time()
+        exp.update(description=proposals.describe(proposal), agent=agent.name, started=now(),
+                   agent_seconds=t1 - t0, usage=dict(proposal.usage))
+        reason = proposals.check(self.workdir, proposal, st["protected"], parent)
+        fault_point(self.workdir, "proposed")
+        if reason:
+            workspace.reset_to(self.workdir, parent)
+            self.recorder.rejected(exp, reason, time.time() - t1)
+            self.in_flight.remove(exp)
+            self.save()
+            return "rejected"
+        exp["phase"] = "committing"
+        self.save()
+        commit = workspace.commit_train(self.workdir, exp["description"])
+        fault_point(self.workdir, "committed")
+        self.measuring(exp, commit)
+        exp["prep_seconds"] = time.time() - t1
+        self.save()
+        return "measuring"
+
+    def measuring(self, exp, commit):
+        exp.update(phase="measuring", commit=commit,
+                   lines=list(workspace.line_changes(self.workdir, exp["parent"], commit)))
+
+    def begin(self, description: str, agent: str, kind: str = "baseline", repeats: int = 0):
+        """An experiment with no proposal: the baseline (the best commit as it is) or a noise measurement."""
+        best = self.state["best_commit"]
+        exp = dict(number=self.next_number(self.rows()), phase="measuring", parent=best, commit=best,
+                   description=description, agent=agent, started=now(), kind=kind, repeats=repeats, run=None,
+                   lines=[0, 0])
+        self.in_flight.append(exp)
+        self.save()
+        return exp
+
+    def job(self, exp, run) -> Job:
+        return Job(experiment=exp["number"], commit=run["commit"], seed=run["seed"], role=run["role"],
+                   log=proposals.log_path(self.workdir, exp["number"], run["commit"], run["seed"]))
+
+    def decide(self, exp, rows) -> Measure | Verdict | None:
+        runs = measurements.runs(rows)
+        if exp.get("kind") == "noise":  # the best at new seeds, `repeats` times
+            done = sum(1 for r in runs if r.experiment == exp["number"])
+            if done >= exp["repeats"]:
+                return None
+            view = self.view(exp)
+            return Measure("best", judge.new_seed(runs, view, self.policy), "repeat")
+        return judge.decide(runs, self.view(exp), measurements.noise(rows), self.policy)
+
+    def step(self, exp) -> bool:
+        """One run of the experiment (or its verdict). True when the experiment has ended."""
+        rows = self.rows()
+        decision = self.decide(exp, rows)
+        if decision is None:  # a noise measurement that is complete
+            self.display.say(f"   noise: {measurements.noise(self.rows()).describe()}")
+            self.finish(exp, None, None)
+            return True
+        if isinstance(decision, Verdict):
+            era = judge.current_era(measurements.runs(rows))
+            row = self.recorder.verdict_only(exp, decision, era, measurements.noise(rows))
+            self.recorder.say_verdict(exp, row, decision, measurements.noise(rows))
+            fault_point(self.workdir, "recorded", "verdict")
+            self.finish(exp, decision.status, decision.mean)
+            return True
+        previous = exp.get("run") or {}
+        commit = exp["commit"] if decision.target == "candidate" else exp["parent"]
+        attempts = previous.get("attempts", 0) if (previous.get("commit"), previous.get("seed")) == \
+            (commit, decision.seed) else 0
+        exp["run"] = dict(target=decision.target, commit=commit, seed=decision.seed, role=decision.role,
+                          attempts=attempts + 1, started=now())
+        self.save()
+        job = self.job(exp, exp["run"])
+        result = self.executor.run(job, on_start=self.child_started, on_progress=self.watcher(exp, job, rows),
+                                   should_stop=lambda: self.stopping)
+        self.state["child_pgid"] = None
+        if result.status == "interrupted":
+            self.interrupt(exp)
+            return False
+        return self.record(exp, job, decision, result, time.time())
+
+    def child_started(self, pgid):
+        self.state["child_pgid"] = pgid
+        self.save()
+
+    def watcher(self, exp, job, rows):
+        """The progress callback of a run: the live line, and early abort for a candidate's first run."""
+        label = f"#{exp['number']} {job.role} s{job.seed}"
+        points, reference = [], {}
+        if job.role == "candidate" and self.policy.prune and not self.policy.single:
+            reference = self.reference_curves(exp, rows)
+
+        def on_progress(p):
+            self.display.progress(label, p)
+            if not reference:
+                return None
+            points.append((p["progress"], p["loss"]))
+            return judge.prune(points, reference, job.seed, self.policy)
+        return on_progress
+
+    def reference_curves(self, exp, rows) -> dict[int, list]:
+        """The best's loss curves in the current era, by seed, from their logs."""
+        era = judge.current_era(measurements.runs(rows))
+        curves = {}
+        for i, row in enumerate(rows):
+            run_era = measurements.number(row.get("era"), int) or 1
+            if row.get("commit") == short(exp["parent"]) and run_era == era and measurements.run_value(row):
+                points = runner.progress_points(proposals.row_log(self.workdir, row, i))
+                if points:
+                    curves[measurements.number(row.get("seed"), int)] = [(p["progress"], p["loss"]) for p in points]
+        return curves
+
+    def record(self, exp, job, decision: Measure, result, finished: float) -> bool:
+        """The finished run's row, with the verdict when it ends the experiment."""
+        rows = self.rows()
+        runs, noise = measurements.runs(rows), measurements.noise(rows)
+        era = judge.current_era(runs)
+        run = judge.Run(exp["number"], short(job.commit), job.seed, job.role, era, result.val_bpb,
+                        tokens_per_s(result.summary))
+        verdict, status, reason, note = None, ledger.RUN, result.reason, ""
+        if decision.target == "candidate" and exp.get("kind") != "noise":
+            if result.status != "ok":
+                status = result.status
+            else:
+                after = self.decide_with(exp, rows, run)
+                if isinstance(after, Verdict):
+                    verdict, status = after, after.status
+        elif result.status != "ok":
+            reason = f"{result.status}: {result.reason}"
+        elif exp.get("kind") != "baseline":
+            why = judge.drift(run, runs, noise)
+            if why:
+                era += 1
+                reason = f"drift: {why}; measurements before this are set aside and the best is measured again"
+                note = f"\n   drift seen: {why}: the best is measured again before anything is compared with it"
+        row = self.recorder.run(exp, job, result, era, noise, status, verdict, reason,
+                                lab_seconds=time.time() - finished + exp.pop("prep_seconds", 0.0))
+        self.recorder.say_run(job, result, row, note)
+        fault_point(self.workdir, "recorded", job.role, status)
+        if status in ledger.VERDICTS:
+            self.recorder.say_verdict(exp, row, verdict, noise)
+            self.finish(exp, status, verdict.mean if verdict else None)
+            return True
+        if result.status == "rejected":
+            workspace.reset_to(self.workdir, workspace.head(self.workdir))  # put back what the run touched
+        exp["run"] = None
+        self.save()
+        return False
+
+    def decide_with(self, exp, rows, run) -> Measure | Verdict:
+        """The judge's decision with this run counted, before its row is written."""
+        row = dict(experiment=str(exp["number"]), commit=run.commit, seed=str(run.seed), role=run.role,
+                   run_bpb=f"{run.val_bpb:.6f}", era=str(run.era), status=ledger.RUN, parent=short(exp["parent"]),
+                   tokens_per_s=f"{run.tokens_per_s:.0f}" if run.tokens_per_s else "",
+                   lines_added=str(exp["lines"][0]), lines_removed=str(exp["lines"][1]))
+        return self.decide(exp, rows + [row])
+
+    def finish(self, exp, status, val_bpb):
+        st = self.state
+        if status == ledger.KEEP:
+            st["best_commit"], st["best_val_bpb"] = exp["commit"], val_bpb
+            workspace.reset_to(self.workdir, exp["commit"])
+        else:
+            workspace.reset_to(self.workdir, exp["parent"])
+        self.in_flight.remove(exp)
+        self.save()
+
+    def interrupt(self, exp):
+        """Stopped by a signal: the branch goes back to the best commit, and the experiment is
+        remembered so that the next `autoresearch run` goes on with it."""
+        exp["phase"] = "interrupted"
+        exp["run"]["attempts"] -= 1
+        workspace.attach(self.workdir, self.state["branch"])
+        workspace.reset_to(self.workdir, exp["parent"])
+        self.save()
+        self.display.say(f"   stopped; #{exp['number']} will run again from this run on the next `autoresearch run`")
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    @contextmanager
+    def session(self):
+        """The run's lock, clean stops on SIGINT/SIGTERM, the executor's lifetime and recovery."""
+        lock = state.RunLock(self.workdir)
+        if not lock.acquire(wait=1.0):
+            raise LabError(f"a loop is already running on {self.workdir} (pid {state.is_running(self.workdir)})")
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def stop(signum, frame):
+            if self.stopping:  # a second Ctrl-C while stopping: let the default handler act
+                signal.signal(signum, previous[signum])
+            self.stopping = True
+
+        for s in previous:
+            signal.signal(s, stop)
+        try:
+            self.executor.start_ahead()  # its imports overlap the device probe's
+            self.check_environment()
+            self.recover()
+            yield
+        finally:
+            self.executor.close()
+            for exp in list(self.in_flight):
+                if exp["phase"] == "proposing":
+                    self.drop(exp, exp["parent"])
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            lock.release()
+
+    def next_experiment(self, agent) -> str:
+        """Put the next experiment in flight: the baseline first, else the agent's proposal.
+        Returns "measuring", "rejected", "done" or "unavailable"."""
+        rows = self.rows()
+        if not measurements.verdicts(rows):
+            self.begin("baseline", "baseline")
+            return "measuring"
+        if agent is None:
+            return "done"
+        self.executor.start_ahead()  # while the agent works
+        try:
+            return self.propose(agent, rows)
+        except AgentUnavailable as e:
+            for exp in [x for x in self.in_flight if x["phase"] == "proposing"]:
+                self.drop(exp, exp["parent"])
+            self.display.say(f"   the agent is unavailable ({e}); pausing {self.pause:.0f}s")
+            self.wait(self.pause)
+            return "unavailable"
+
+    def run(self, agent, max_experiments: int | None = None, max_hours: float | None = None,
+            max_cost: float | None = None) -> int:
+        """Run experiments until the agent is done, a limit is reached or a signal arrives.
+        Returns the number of experiments ended (a verdict recorded) by this call."""
+        with self.session():
+            start, ended = time.time(), 0
+            while not self.stopping:
+                if max_experiments is not None and ended >= max_experiments:
+                    break
+                if max_hours is not None and time.time() - start > max_hours * 3600:
+                    break
+                if max_cost is not None and self.spent() >= max_cost:
+                    self.display.say(f"spent ${self.spent():.2f} of the ${max_cost:.2f} allowed: stopping")
+                    break
+                if not self.in_flight:
+                    outcome = self.next_experiment(agent)
+                    if outcome == "done":
+                        if agent is not None:
+                            self.display.say(f"the agent {agent.name} has nothing more to propose")
+                        break
+                    if outcome == "rejected":
+                        ended += 1
+                    if outcome != "measuring":
+                        continue
+                    self.announce(self.in_flight[0])
+                if self.stopping:
+                    self.interrupt_waiting(self.in_flight[0])
+                    break
+                if self.step(self.in_flight[0]):
+                    ended += 1
+            return ended
+
+    def announce(self, exp):
+        self.display.say(f"── #{exp['number']} {exp['agent']}: {exp['description']}")
+
+    def interrupt_waiting(self, exp):
+        exp["phase"] = "interrupted"
+        workspace.reset_to(self.workdir, exp["parent"])
+        self.save()
+
+    def measure_noise(self, repeats: int) -> int:
+        """`autoresearch noise`: the best at `repeats` new seeds (after the baseline, if it has not run)."""
+        with self.session():
+            while not self.stopping and self.in_flight:
+                if self.step(self.in_flight[0]):
+                    pass
+            if not self.stopping and not measurements.verdicts(self.rows()):
+                self.announce(self.begin("baseline", "baseline"))
+                while not self.stopping and self.in_flight:
+                    self.step(self.in_flight[0])
+            if not self.stopping:
+                exp = self.begin(f"noise: the best at {repeats} more seeds", "noise", kind="noise", repeats=repeats)
+                self.announce(exp)
+                while not self.stopping and exp in self.in_flight:
+                    self.step(exp)
+            return repeats

@@ -1,0 +1,141 @@
+"""Noise-aware verdicts in the real loop, with a stand-in train.py: drift seen by a control run and shown,
+`autoresearch noise`, early abort of a candidate only, the ledger's new rows read back, and ledgers of
+older versions still read (and refused for appending).  Run: uv run pytest tests/test_verdicts.py"""
+import io
+import json
+
+import pytest
+
+from autoresearch import ledger, measurements, runner, state
+from autoresearch.agents import Proposal
+from autoresearch.agents.replay import OneProposal
+from autoresearch.executor import Job
+from autoresearch.judge import Policy
+from autoresearch.recorder import Display
+from autoresearch.scheduler import Scheduler, init_run
+from autoresearch.workspace import LabError
+from lab_helpers import check_invariants, cli, make_repo, variant, verdicts
+
+
+class SlowerMachine:
+    """Proposes a much better train.py, after the machine (as the stand-in reads it) got slower."""
+    name = "slower"
+
+    def __init__(self, speed_file, text):
+        self.speed_file, self.text, self.done = speed_file, text, False
+
+    def propose(self, context):
+        if self.done:
+            return None
+        self.done = True
+        self.speed_file.write_text("2000")
+        return Proposal(description="much better, on a slower machine", train_py=self.text)
+
+
+def test_a_control_run_sees_the_machine_slow_down_shows_it_and_measures_the_best_again(tmp_path, use_cache):
+    speed = tmp_path / "speed"
+    speed.write_text("4400")
+    repo = make_repo(tmp_path / "repo", variant(SPEED_FILE=str(speed)))
+    display = Display(stream=io.StringIO())
+    lab = Scheduler(init_run(repo, "d"), Policy(control_every=2), display=display)
+    lab.run(SlowerMachine(speed, variant(SPEED_FILE=str(speed), WEIGHT=1.0)))
+    rows = check_invariants(lab.workdir)
+    control = next(r for r in rows if r["role"] == "control")
+    assert control["experiment"] == "2" and control["seed"] == "45" and control["era"] == "2"
+    assert control["reason"].startswith("drift: throughput 2,000 tok/s against 4,400 (-55%)")
+    assert "drift seen: throughput 2,000 tok/s" in display.stream.getvalue()  # shown, not silently absorbed
+    # only the new era's runs are compared: the candidate runs at the control's seed, paired with it
+    candidate = [r for r in rows if r["experiment"] == "2" and r["role"] in ("candidate", "confirm")]
+    assert candidate[0]["seed"] == "45" and all(r["era"] == "2" for r in candidate)
+    assert verdicts(rows)[-1]["status"] == "keep"
+    status = json.loads(cli(repo, use_cache, "status", "--json", "--tag", "d").stdout)
+    assert status["era"] == 2
+    assert "a drift was seen" in cli(repo, use_cache, "status", "--tag", "d").stdout
+
+
+def test_the_noise_command_runs_the_baseline_then_the_best_at_more_seeds(tmp_path, use_cache):
+    repo = make_repo(tmp_path / "repo", variant(NOISE=0.05))
+    assert cli(repo, use_cache, "init", "--tag", "z").returncode == 0
+    out = cli(repo, use_cache, "noise", "--tag", "z", "--repeats", "2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = check_invariants(repo / "runs" / "z")
+    assert [(r["role"], r["seed"], r["status"]) for r in rows] == [
+        ("baseline", "42", "run"), ("baseline", "43", "run"), ("baseline", "44", "keep"),
+        ("repeat", "45", "run"), ("repeat", "46", "run")]
+    assert len({r["commit"] for r in rows}) == 1 and rows[3]["experiment"] == rows[4]["experiment"] == "2"
+    noise = measurements.noise(rows)
+    assert noise.df == 4 and noise.sigma > 0
+    assert f"noise ±{noise.sigma:.4f} bpb per run (4 df)" in out.stdout
+    assert measurements.verdicts(rows) == [rows[2]]  # a noise measurement is not an experiment with a verdict
+
+
+CURVE = tuple(8.0 - 0.3 * k for k in range(10))
+DIVERGING = tuple(8.0 + 0.5 * k for k in range(10))
+
+
+def test_early_abort_stops_a_diverging_candidate_but_never_a_confirmation_or_the_best(tmp_path, use_cache):
+    repo = make_repo(tmp_path / "repo", variant(LOSSES=CURVE, SLEEP=2.0))
+    lab = Scheduler(init_run(repo, "p"), display=Display(stream=io.StringIO()))
+    lab.run(OneProposal(Proposal("diverges", train_py=variant(LOSSES=DIVERGING, SLEEP=20.0)), "once"))
+    rows = check_invariants(lab.workdir)
+    pruned = verdicts(rows)[-1]
+    assert pruned["status"] == "pruned" and pruned["val_bpb"] == "" and pruned["seed"] == "42"
+    assert pruned["reason"].startswith("pruned at 30% of the budget: training loss 9.500 against the best's 7.100")
+    log = (lab.workdir / "logs" / f"0002-{pruned['commit']}-s42.log").read_text()
+    assert "---" not in log.splitlines()  # stopped before its end: no summary block
+    assert max(p["progress"] for p in runner.progress_points(lab.workdir / "logs" / f"0002-{pruned['commit']}-s42.log")) < 0.5
+
+    # the same diverging curve in any other role is left to run
+    exp = dict(number=3, parent=lab.state["best_commit"], commit=lab.state["best_commit"])
+    for role, stops in (("candidate", True), ("confirm", False), ("control", False), ("baseline", False)):
+        job = Job(3, lab.state["best_commit"], 42, role, tmp_path / "x.log")
+        watch = lab.watcher(exp, job, rows)
+        reasons = [watch(dict(step=k, progress=k / 10, loss=loss, tokens_per_s=1000.0)) for k, loss in
+                   enumerate(DIVERGING)]
+        assert any(reasons) == stops, role
+    assert Scheduler(lab.workdir, Policy(prune=False)).watcher(exp, Job(3, exp["commit"], 42, "candidate", tmp_path),
+                                                               rows)(dict(step=9, progress=0.9, loss=99.0,
+                                                                          tokens_per_s=1.0)) is None
+
+
+OLD_COLUMNS = ["commit", "val_bpb", "memory_gb", "status", "description", "parent", "lines_added", "lines_removed",
+               "score", "training_seconds", "total_seconds", "num_steps", "total_tokens_M", "mfu_percent",
+               "peak_vram_mb", "seed", "agent", "started", "finished", "lab_seconds", "reason", "device", "profile",
+               "data_hash", "tokenizer_hash", "time_budget", "input_tokens", "output_tokens", "cache_read_tokens",
+               "cache_write_tokens", "cost_usd"]
+
+
+def test_a_ledger_of_an_older_version_reads_everywhere_and_is_not_appended_to(tmp_path, use_cache):
+    """One row per experiment, no experiment, role or run columns: status, the judge's inputs and the
+    report read it; a loop on it is refused with one line, so its rows are never mixed with new ones."""
+    repo = make_repo(tmp_path / "repo")
+    workdir = init_run(repo, "old")
+    lines = ["\t".join(OLD_COLUMNS),
+             "\t".join(dict(commit="aaaaaaa", val_bpb="3.100000", status="keep", description="baseline",
+                            seed="42", parent="aaaaaaa", lines_added="0", lines_removed="0").get(c, "")
+                       for c in OLD_COLUMNS),
+             "\t".join(dict(commit="bbbbbbb", val_bpb="3.000000", status="keep", description="lucky", seed="42",
+                            parent="aaaaaaa", lines_added="1", lines_removed="1").get(c, "") for c in OLD_COLUMNS)]
+    (workdir / "results.tsv").write_text("\n".join(lines) + "\n")
+    rows = ledger.read_rows(workdir / "results.tsv")
+    assert [r["status"] for r in measurements.verdicts(rows)] == ["keep", "keep"]
+    assert [(r.experiment, r.commit, r.val_bpb) for r in measurements.runs(rows)] == [(1, "aaaaaaa", 3.1),
+                                                                                      (2, "bbbbbbb", 3.0)]
+    out = cli(repo, use_cache, "status", "--tag", "old")
+    assert out.returncode == 0 and "experiments 2 (2 runs): 2 keep" in out.stdout
+    out = cli(repo, use_cache, "report", "--tag", "old", "-o", str(tmp_path / "r.html"))
+    assert out.returncode == 0 and "lucky" in (tmp_path / "r.html").read_text()
+    out = cli(repo, use_cache, "run", "--tag", "old", "--agent", "search")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "older version of the lab" in out.stderr
+    assert len(ledger.read_rows(workdir / "results.tsv")) == 2
+
+
+def test_a_run_made_by_an_older_version_is_refused_in_one_line(tmp_path, use_cache):
+    repo = make_repo(tmp_path / "repo")
+    workdir = init_run(repo, "old")
+    st = state.load(workdir)
+    del st["experiments"]
+    st["current"] = None
+    state.save(workdir, st)
+    with pytest.raises(LabError, match="older version of the lab"):
+        Scheduler(workdir)
