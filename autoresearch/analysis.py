@@ -25,8 +25,8 @@ import polars as pl
 from . import ledger
 from .judge import DEFAULT_LAMBDA
 
-STATUS_COLORS = {"keep": "#2ca02c", "discard": "#7f7f7f", "crash": "#d62728", "timeout": "#ff7f0e",
-                 "rejected": "#9467bd", "pruned": "#8c6d31"}
+STATUS_COLORS = {ledger.KEEP: "#2ca02c", ledger.DISCARD: "#7f7f7f", ledger.CRASH: "#d62728", ledger.TIMEOUT: "#ff7f0e",
+                 ledger.REJECTED: "#9467bd", ledger.PRUNED: "#8c6d31"}
 OTHER_COLORS = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4"]
 TOKEN_COLUMNS = ["input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens"]
 TOOLTIP = ["experiment:Q", "commit:N", "status:N", "val_bpb:Q", "runs:Q", "net_lines:Q", "description:N"]
@@ -62,10 +62,10 @@ def load(source) -> pl.DataFrame:
         runs_spent=ran.cast(pl.Int64).sum().over("experiment"),
         se=pl.when(pl.col("is_verdict") & (pl.col("runs") > 1)).then(pl.col("noise") / pl.col("runs").sqrt()),
     )
-    kept_val = pl.when(pl.col("is_verdict") & (pl.col("status") == "keep")).then(pl.col("val")).otherwise(None)
+    kept_val = pl.when(pl.col("is_verdict") & (pl.col("status") == ledger.KEEP)).then(pl.col("val")).otherwise(None)
     df = df.with_columns(best_so_far=kept_val.forward_fill())
     before = pl.col("best_so_far").shift(1)
-    keep = pl.col("is_verdict") & (pl.col("status") == "keep") & pl.col("val").is_not_null()
+    keep = pl.col("is_verdict") & (pl.col("status") == ledger.KEEP) & pl.col("val").is_not_null()
     return df.with_columns(improvement=pl.when(keep).then(before - pl.col("val")))
 
 
@@ -84,15 +84,15 @@ def summary(df: pl.DataFrame) -> dict:
     counts rejected, pruned and unknown statuses. runs counts every run; noise is the latest
     noise floor the lab recorded (one run's standard deviation), eras the drifts seen plus one."""
     ex = experiments(df)
-    kept = ex.filter((pl.col("status") == "keep") & pl.col("val").is_not_null())
+    kept = ex.filter((pl.col("status") == ledger.KEEP) & pl.col("val").is_not_null())
     best = kept.row(-1, named=True) if kept.height else None
     base = kept.row(0, named=True) if kept.height else None
     cost = df["cost_usd"].drop_nulls()
     noise = df["noise"].drop_nulls()
-    counted = _count(ex, "keep", "discard", "crash", "timeout")
+    counted = _count(ex, ledger.KEEP, ledger.DISCARD, *ledger.FAILED)
     return dict(
-        experiments=ex.height, kept=_count(ex, "keep"), discarded=_count(ex, "discard"),
-        crashed=_count(ex, "crash", "timeout"), pruned=_count(ex, "pruned"), other=ex.height - counted,
+        experiments=ex.height, kept=_count(ex, ledger.KEEP), discarded=_count(ex, ledger.DISCARD),
+        crashed=_count(ex, *ledger.FAILED), pruned=_count(ex, ledger.PRUNED), other=ex.height - counted,
         runs=int(df.filter(pl.col("run_val").is_not_null() | (pl.col("role") != "verdict")
                            & (pl.col("commit") != "none")).height),
         best_val=best["val"] if best else None, best_description=best["description"] if best else None,
@@ -118,7 +118,7 @@ def _status_scale(df: pl.DataFrame) -> alt.Scale:
     unknown = [s for s in present if s not in STATUS_COLORS]
     domain = [s for s in STATUS_COLORS if s in present] + unknown
     colors = {**STATUS_COLORS, **{s: OTHER_COLORS[i % len(OTHER_COLORS)] for i, s in enumerate(unknown)}}
-    return alt.Scale(domain=domain or ["keep"], range=[colors[s] for s in domain] or [STATUS_COLORS["keep"]])
+    return alt.Scale(domain=domain or [ledger.KEEP], range=[colors[s] for s in domain] or [STATUS_COLORS[ledger.KEEP]])
 
 
 def _points(df: pl.DataFrame) -> pl.DataFrame:
@@ -127,7 +127,7 @@ def _points(df: pl.DataFrame) -> pl.DataFrame:
         "experiment", "commit", "status", "description", "net_lines", "best_so_far", val_bpb="val",
         runs=pl.col("runs").fill_null(1).cast(pl.Int64),
         low=pl.col("val") - pl.col("se"), high=pl.col("val") + pl.col("se"),
-        kept=pl.col("status") == "keep",
+        kept=pl.col("status") == ledger.KEEP,
         label=pl.when(pl.col("description").str.len_chars() > 40)
         .then(pl.col("description").str.slice(0, 39) + "…").otherwise(pl.col("description")),
     )
@@ -144,8 +144,9 @@ def _runs(df: pl.DataFrame) -> pl.DataFrame:
 def progress_chart(df: pl.DataFrame) -> alt.Chart:
     """val_bpb per experiment: each experiment's mean (non-kept faded; kept ones with a bar of one
     standard error), the runs behind the means as small rings (confirmations, the best's controls),
-    the frontier as a step line inside its noise band (± one run's noise), and each keep labelled with
-    what it changed. Experiments without a number are listed in crashes()."""
+    the frontier as a step line inside its noise band (± one run's noise), a dashed red line where a
+    drift was seen, and each keep labelled with what it changed. Experiments without a number are
+    listed in crashes()."""
     pts = _points(df)
     if pts.height == 0:
         return _empty_chart()
@@ -169,20 +170,26 @@ def progress_chart(df: pl.DataFrame) -> alt.Chart:
     if frontier.height:
         band = frontier.filter(pl.col("band_low").is_not_null())
         if band.height:
-            layers.append(alt.Chart(band).mark_area(interpolate="step-after", opacity=0.12, color=STATUS_COLORS["keep"],
+            layers.append(alt.Chart(band).mark_area(interpolate="step-after", opacity=0.12, color=STATUS_COLORS[ledger.KEEP],
                                                     clip=True)
                           .encode(x=x, y=alt.Y("band_low:Q", scale=yscale), y2="band_high:Q",
                                   tooltip=[alt.Tooltip("best_so_far:Q", title="best"),
                                            alt.Tooltip("band_high:Q", title="+1 run's noise")]))
-        layers.append(alt.Chart(frontier).mark_line(interpolate="step-after", color=STATUS_COLORS["keep"])
+        layers.append(alt.Chart(frontier).mark_line(interpolate="step-after", color=STATUS_COLORS[ledger.KEEP])
                       .encode(x=x, y=alt.Y("best_so_far:Q", scale=yscale)))
     if runs.height:
         layers.append(alt.Chart(runs).mark_point(size=25, color="#555", opacity=0.5).encode(
             x=x, y=alt.Y("run_bpb:Q", scale=yscale), shape=alt.Shape("role:N", title="run"),
             tooltip=["experiment:Q", "role:N", "seed:Q", "commit:N", alt.Tooltip("run_bpb:Q", format=".6f")]))
+    drifts = df.filter(pl.col("reason").str.starts_with("drift:")).select("experiment", "reason")
+    if drifts.height:  # where a control saw the machine change: the runs before it were set aside
+        layers.append(alt.Chart(drifts).mark_rule(color="#d62728", strokeDash=[2, 3]).encode(
+            x=x, tooltip=["experiment:Q", "reason:N"]))
+        layers.append(alt.Chart(drifts).mark_text(align="left", dx=3, y=8, fontSize=10, color="#d62728")
+                      .encode(x=x, text=alt.value("drift")))
     bars = pts.filter(pl.col("kept") & pl.col("low").is_not_null())
     if bars.height:
-        layers.append(alt.Chart(bars).mark_rule(color=STATUS_COLORS["keep"], strokeWidth=2).encode(
+        layers.append(alt.Chart(bars).mark_rule(color=STATUS_COLORS[ledger.KEEP], strokeWidth=2).encode(
             x=x, y=alt.Y("low:Q", scale=yscale), y2="high:Q"))
     layers.append(points)
     if frontier.height:
@@ -218,7 +225,7 @@ def complexity_chart(df: pl.DataFrame, lam: float = DEFAULT_LAMBDA) -> alt.Chart
                               for name, c in levels.items() for xv in (xmin, xmax)])
         region = pl.DataFrame(dict(net_lines=[float(xmin), float(xmax)],
                                    val_bpb=[best - lam * xmin, best - lam * xmax], floor=[ymin, ymin]))
-        layers.append(alt.Chart(region).mark_area(opacity=0.12, color=STATUS_COLORS["keep"], clip=True).encode(
+        layers.append(alt.Chart(region).mark_area(opacity=0.12, color=STATUS_COLORS[ledger.KEEP], clip=True).encode(
             x=x, y=alt.Y("val_bpb:Q", scale=yscale), y2="floor:Q"))
         dashed = alt.Chart(lines).encode(x=x, y=alt.Y("val_bpb:Q", scale=yscale))
         layers.append(dashed.mark_line(strokeDash=[4, 4], color="#999", clip=True).encode(
@@ -281,7 +288,7 @@ def top_hits(df: pl.DataFrame, n: int = 10) -> pl.DataFrame:
 
 def crashes(df: pl.DataFrame) -> pl.DataFrame:
     """Every experiment that is neither keep nor discard (crash, timeout, rejected, pruned, unknown) and why."""
-    return experiments(df).filter(~pl.col("status").is_in(["keep", "discard"])).select(
+    return experiments(df).filter(~pl.col("status").is_in([ledger.KEEP, ledger.DISCARD])).select(
         "experiment", "commit", "status", "description", "reason")
 
 
@@ -298,6 +305,6 @@ def cost_by_agent(df: pl.DataFrame) -> pl.DataFrame:
                             _tokens=tokens)
             .group_by("agent", maintain_order=True)
             .agg(experiments=pl.col("is_verdict").sum().cast(pl.Int64),
-                 keeps=(pl.col("is_verdict") & (pl.col("status") == "keep")).sum().cast(pl.Int64),
+                 keeps=(pl.col("is_verdict") & (pl.col("status") == ledger.KEEP)).sum().cast(pl.Int64),
                  tokens=pl.col("_tokens").sum(), cost_usd=pl.col("cost_usd").fill_null(0).sum())
             .sort("cost_usd", descending=True))

@@ -200,7 +200,7 @@ def live(root, tag) -> dict:
     None), best_points (a run of the best), best_val_bpb (its mean over its runs), noise (judge.Noise),
     rows (a polars frame of results.tsv), device (of the last row, or ''), time_budget, loop_log (the
     tail of the loop's output)."""
-    from . import measurements, proposals
+    from . import logs, measurements
     workdir = _existing_run(root, tag)
     st = state.load(workdir)
     results = workdir / "results.tsv"
@@ -216,7 +216,7 @@ def live(root, tag) -> dict:
                        commit=(exp.get("commit") or "")[:7], runs=mine,
                        run=dict(role=run["role"], seed=run["seed"], commit=run["commit"][:7]) if run else None)
         if run and exp.get("phase") == "measuring":
-            current_points = progress_points(proposals.log_path(workdir, exp["number"], run["commit"], run["seed"]))
+            current_points = progress_points(logs.log_path(workdir, exp["number"], run["commit"], run["seed"]))
     ended = measurements.verdicts(rows)
     best, best_points = None, []
     keeps = [r for r in ended if r["status"] == ledger.KEEP]
@@ -225,7 +225,7 @@ def live(root, tag) -> dict:
         runs_of_best = [(i, r) for i, r in enumerate(rows) if r["commit"] == best["commit"] and
                         measurements.run_value(r) is not None]
         if runs_of_best:
-            best_points = progress_points(proposals.row_log(workdir, runs_of_best[-1][1], runs_of_best[-1][0]))
+            best_points = progress_points(logs.row_log(workdir, runs_of_best[-1][1], runs_of_best[-1][0]))
     pid = loop_pid(root, tag)
     return dict(tag=st.get("tag", tag), workdir=str(workdir), pid=pid, running=pid is not None, current=current,
                 current_points=current_points, best=best, best_points=best_points,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from . import guard, harness, runner, workspace
+from . import guard, harness, ledger, runner, workspace
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class LocalExecutor:
             reason = guard.check_protected(self.workdir, self.protected)
         if reason and result.status != "interrupted":
             # train.py touched the harness while it ran: the result cannot be trusted
-            result.status, result.reason, result.val_bpb = "rejected", "while running: " + reason, None
+            result.status, result.reason, result.val_bpb = ledger.REJECTED, "while running: " + reason, None
         return result
 
     def close(self) -> None:

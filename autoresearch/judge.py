@@ -20,7 +20,8 @@ How the noise-aware policy decides (`Policy.name == "noise"`):
   z = (-margin - mean d) / SE is kept above the line c (in Student's t for the spread's degrees of
   freedom) and discarded below the futility line c · n / max_runs, which meets the keep line at the
   last look (a clearly worse change stops after one run). c is computed so that a change that does
-  nothing is kept with probability 1 - confidence over all the looks together (`boundary`).
+  nothing is kept with probability 1 - confidence over all the looks together (`boundary`). A keep
+  waits for keep_runs runs, so that the new best's value is a mean, never one lucky run.
 - The paired difference's spread is estimated from every paired difference measured on the branch
   (within each experiment), pooled with twice the single-run variance (what it would be if pairing
   cancelled nothing) weighing as many degrees of freedom as that variance has, PRIOR_DF at most: on
@@ -37,6 +38,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from . import stats
+from .ledger import DISCARD, KEEP
 
 DEFAULT_LAMBDA = 0.001 / 20  # bpb per net added line: 0.001 bpb is not worth 20 lines
 DEFAULT_SEED = 42            # s1 of the lab's seed schedule
@@ -53,6 +55,7 @@ class Policy:
     margin: float = 0.0             # how much better than the best a change must be
     confidence: float = 0.95        # that a kept change is better by the margin (noise policy)
     max_runs: int = 5               # candidate runs per experiment at most (noise policy)
+    keep_runs: int = 2              # a kept commit's value is a mean over at least this many runs
     baseline_runs: int = 3          # seeds the baseline is run at before the first proposal
     control_every: int = 5          # a control run of the best every N experiments (0: never)
     prune: bool = True              # early abort of clearly worse candidates
@@ -244,7 +247,7 @@ def decide(runs: list[Run], exp: Experiment, noise: Noise, policy: Policy) -> Me
         return _baseline([r for r in own if r.commit == exp.commit], exp, policy, era)
     failed_best = [r for r in own if r.commit == exp.parent and not r.ok]
     if len(failed_best) >= 2:
-        return Verdict("discard", reason="the best failed to run twice while this was measured, so it could "
+        return Verdict(DISCARD, reason="the best failed to run twice while this was measured, so it could "
                                          "not be compared")
     if policy.single:
         return _single(runs, own, exp, policy, era, best_era)
@@ -256,29 +259,25 @@ def decide(runs: list[Run], exp: Experiment, noise: Noise, policy: Policy) -> Me
     cand = [r for r in own if r.commit == exp.commit and r.ok and r.era == era]
     if result.n:
         mean = stats.mean(v for _, v, _ in pairs(runs, exp, era))
-        if result.z is not None and result.z > result.z_keep:
-            return Verdict("keep", mean, result.n, result,
+        sure = result.z is not None and result.z > result.z_keep
+        if sure and result.n >= min(policy.keep_runs, policy.max_runs):
+            return Verdict(KEEP, mean, result.n, result,
                            f"better than the best by more than the margin with {policy.confidence:.0%} confidence")
-        futile = result.z is not None and result.z < futility(result.n, policy)
+        futile = not sure and result.z is not None and result.z < futility(result.n, policy)
         if futile or result.n >= policy.max_runs:
             why = ("not better than the best beyond the noise" if futile else
                    f"not shown better with {policy.confidence:.0%} confidence in {result.n} runs")
-            return Verdict("discard", mean, result.n, result, why)
-        last = cand[-1] if cand else None
-        if last is not None and _throughput_moved(last, best_era) and \
-                not any(r.role == "control" and r.era == era for r in own if _after(own, r, last)):
+            return Verdict(DISCARD, mean, result.n, result, why)
+        if cand and _throughput_moved(cand[-1], best_era) and \
+                not any(r.role == "control" and r.era == era for r in own):
             return Measure("best", new_seed(runs, exp, policy), "control",
                            "the candidate's throughput moved beyond the best's: is it the machine?")
     used = {r.seed for r in cand}
-    order = [r.seed for r in best_era if r.seed not in used]  # seeds the best has, oldest first
+    order = list(dict.fromkeys(r.seed for r in best_era if r.seed not in used))  # the best's seeds, oldest first
     if order:
         return Measure("candidate", order[0], "candidate" if not cand else "confirm")
     seed = new_seed(runs, exp, policy)
     return Measure("best", seed, "confirm", "the best has no run at the next seed")
-
-
-def _after(own: list[Run], r: Run, last: Run) -> bool:
-    return own.index(r) > own.index(last)
 
 
 def new_seed(runs: list[Run], exp: Experiment, policy: Policy) -> int:
@@ -299,7 +298,7 @@ def _baseline(own: list[Run], exp: Experiment, policy: Policy, era: int) -> Meas
         if seed not in taken:
             return Measure("candidate", seed, "baseline")
     values = [r.val_bpb for r in done]
-    return Verdict("keep", stats.mean(values), len(values), Comparison(len(values)),
+    return Verdict(KEEP, stats.mean(values), len(values), Comparison(len(values)),
                    f"the baseline, measured at {len(values)} seed{'s' if len(values) > 1 else ''}")
 
 
@@ -312,7 +311,7 @@ def _single(runs, own, exp, policy, era, best_era) -> Measure | Verdict:
         return Measure("candidate", seed, "candidate")
     _, value, best = pairs(runs, exp, era)[0]
     keep = result.diff < -policy.margin
-    return Verdict("keep" if keep else "discard", value, 1, result,
+    return Verdict(KEEP if keep else DISCARD, value, 1, result,
                    "beat the best's run" if keep else "did not beat the best's run")
 
 
@@ -362,24 +361,27 @@ def curve_at(points, fraction: float) -> float | None:
     return None
 
 
-def prune(points, reference: dict[int, list], seed: int, policy: Policy) -> str | None:
+def prune(points, reference: dict[int, list], spread: list[list], seed: int, policy: Policy) -> str | None:
     """Why a candidate's run should stop now, or None. points: its (progress, loss) so far;
-    reference: the best's curves in this era by seed. At each checkpoint the candidate is compared
-    with the best's curve at its own seed (same data, so the same batches), and the threshold is
-    prune_sigmas times the spread of the best's curves there, at least 1 % of the loss."""
-    if not policy.prune or len(reference) < 2 or not points:
+    reference: the best's curves in this era by seed; spread: curves grouped by commit (the best's
+    and others measured at several seeds in this era). At each checkpoint the candidate is compared
+    with the best's curve at its own seed (same data, so the same batches), else with the mean of the
+    best's curves, and the threshold is prune_sigmas times the seed-to-seed spread of the curves
+    there (pooled within each commit), at least 1 % of the loss. Without a spread to go by, never."""
+    if not policy.prune or not reference or not points:
         return None
     for fraction in policy.prune_at:
         if points[-1][0] < fraction:
             break
-        losses = [v for v in (curve_at(c, fraction) for c in reference.values()) if v is not None]
         mine = curve_at(points, fraction)
-        if len(losses) < 2 or mine is None or not math.isfinite(mine):
+        losses = [v for v in (curve_at(c, fraction) for c in reference.values()) if v is not None]
+        variance, df = stats.pooled_variance(
+            [v for v in (curve_at(c, fraction) for c in group) if v is not None] for group in spread)
+        if mine is None or not math.isfinite(mine) or not losses or not df:
             continue
         same_seed = curve_at(reference[seed], fraction) if seed in reference else None
         against = same_seed if same_seed is not None else stats.mean(losses)
-        spread = math.sqrt(stats.pooled_variance([losses])[0])
-        limit = max(policy.prune_sigmas * spread, 0.01 * against)
+        limit = max(policy.prune_sigmas * math.sqrt(variance), 0.01 * against)
         if mine > against + limit:
             return (f"pruned at {fraction:.0%} of the budget: training loss {mine:.3f} against the best's "
                     f"{against:.3f} (+{mine - against:.3f}, more than {limit:.3f})")

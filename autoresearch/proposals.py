@@ -5,22 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import guard, ledger, measurements, workspace
+from . import guard, ledger, logs, measurements, workspace
 from .agents import Context, Proposal
 from .workspace import LabError
-
-
-def log_path(workdir: Path, experiment: int, commit: str, seed) -> Path:
-    """One log per run: experiment number, commit and seed."""
-    return Path(workdir) / "logs" / f"{experiment:04d}-{commit[:7]}-s{seed}.log"
-
-
-def row_log(workdir: Path, row: dict, index: int) -> Path:
-    """The log of the run a ledger row records (an older ledger named logs by row number alone)."""
-    n = measurements.experiment_of(row, index)
-    if row.get("experiment"):
-        return log_path(workdir, n, row["commit"], row.get("seed"))
-    return Path(workdir) / "logs" / f"{n:04d}-{row['commit']}.log"
 
 
 def context(workdir: Path, rows: list[dict], manifest: dict, seed: int, best_commit: str) -> Context:
@@ -31,9 +18,7 @@ def context(workdir: Path, rows: list[dict], manifest: dict, seed: int, best_com
     last_crash = ""
     if history and history[-1]["status"] in ledger.FAILED:
         index = next(i for i, r in enumerate(rows) if r is history[-1])
-        log = row_log(workdir, rows[index], index)
-        if log.exists():
-            last_crash = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        last_crash = logs.tail(logs.row_log(workdir, rows[index], index))
     program = Path(workdir) / "program.md"
     summary = measurements.best(rows, best_commit)
     return Context(train_py=(Path(workdir) / workspace.TRAIN).read_text(),

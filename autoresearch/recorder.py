@@ -12,6 +12,7 @@ import time
 from . import ledger
 from .judge import Noise, Policy, Verdict
 from .measurements import number
+from .workspace import LabError
 
 
 def short(commit: str | None) -> str:
@@ -71,6 +72,17 @@ class Recorder:
         return dict(device=self.device, profile=m["profile"], data_hash=m["data_hash"][:12],
                     tokenizer_hash=m["tokenizer_hash"][:12], time_budget=str(m["constants"]["TIME_BUDGET"]),
                     policy=self.policy.name)
+
+    def check(self) -> None:
+        """That the ledger takes this loop's rows: written by this version, here (device, data, budget)."""
+        columns = ledger.header(self.results)
+        if columns and not set(ledger.RUN_COLUMNS) <= set(columns):
+            raise LabError(f"{self.results} was written by an older version of the lab (one row per experiment): "
+                           f"start a new run with `autoresearch init --tag NEW`")
+        why = ledger.mismatch(ledger.read_rows(self.results), self.fingerprint())
+        if why:
+            raise LabError(f"{self.results} was recorded elsewhere ({why}): its numbers are not comparable; "
+                           f"start a new run with `autoresearch init --tag NEW`")
 
     def append(self, **row) -> None:
         ledger.append(self.results, {**self.fingerprint(), **row})

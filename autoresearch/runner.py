@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import ledger
+
 # `step 00042 |  35.2% | loss 3.412345 | lr 1.00 | dt 320ms | 1,640,000 tok/s | mfu 45.8% | epoch 0 | 194s left`
 PROGRESS = re.compile(r"^step (?P<step>\d+) \| +(?P<percent>[\d.]+)% \| loss (?P<loss>[-\w.+]+) \|.*?"
                       r"(?P<tok_s>[\d,]+) tok/s")
@@ -248,11 +250,11 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
         status = None
         while proc.poll() is None:
             if time.time() - t0 > timeout:
-                status = "timeout"
+                status = ledger.TIMEOUT
             elif should_stop and should_stop():
                 status = "interrupted"
             elif abort:
-                status = "pruned"
+                status = ledger.PRUNED
             if status:
                 kill_group(proc.pid, proc)
                 break
@@ -263,28 +265,28 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
     summary = parse_summary("\n".join(tail))
     result = RunResult(status=status or "ok", seconds=seconds, summary=summary,
                        last_progress=last[0] if last else None)
-    if status == "timeout":
+    if status == ledger.TIMEOUT:
         result.reason = f"no result after {timeout:.0f}s: killed"
         return result
     if status == "interrupted":
         result.reason = "stopped by the user"
         return result
-    if status == "pruned":
+    if status == ledger.PRUNED:
         result.reason = abort[0]
         return result
     if proc.returncode != 0:
-        result.status, result.reason = "crash", failure_reason(tail, proc.returncode)
+        result.status, result.reason = ledger.CRASH, failure_reason(tail, proc.returncode)
         return result
     try:
         record = json.loads(result_path.read_text())
         value = float(record["val_bpb"])
     except (OSError, ValueError, KeyError, TypeError):
-        result.status = "crash"
+        result.status = ledger.CRASH
         result.reason = "evaluate_bpb recorded no result (train.py must call it; printed numbers are not believed)"
         return result
     if not math.isfinite(value) or record.get("data_hash") != expect.get("data_hash") \
             or record.get("eval_tokens") != expect.get("eval_tokens"):
-        result.status, result.reason = "crash", "the recorded result does not match the prepared cache"
+        result.status, result.reason = ledger.CRASH, "the recorded result does not match the prepared cache"
         return result
     result.val_bpb, result.record = value, record
     return result

@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import harness, judge, ledger, measurements, proposals, runner, state, workspace
+from . import harness, judge, ledger, logs, measurements, proposals, runner, state, workspace
 from .agents import AgentUnavailable
 from .executor import Executor, Job, LocalExecutor
 from .judge import Measure, Policy, Verdict
@@ -117,14 +117,7 @@ class Scheduler:
         if "PYTHONPYCACHEPREFIX" in env:
             self.display.say(f"note: torch's bytecode is not cached where this Python looks: experiments keep it in "
                              f"{env['PYTHONPYCACHEPREFIX']} (else each would compile torch's source again)")
-        columns = ledger.header(self.results)
-        if columns and not set(ledger.RUN_COLUMNS) <= set(columns):
-            raise LabError(f"{self.results} was written by an older version of the lab (one row per experiment): "
-                           f"start a new run with `autoresearch init --tag NEW`")
-        why = ledger.mismatch(self.rows(), self.recorder.fingerprint())
-        if why:
-            raise LabError(f"{self.results} was recorded elsewhere ({why}): its numbers are not comparable; "
-                           f"start a new run with `autoresearch init --tag NEW`")
+        self.recorder.check()
 
     def recover(self):
         """Put git, the ledger and the state back in agreement after whatever stopped the last loop."""
@@ -162,7 +155,7 @@ class Scheduler:
                        r["started"] == run["started"] for r in mine):
             exp["run"] = None
         elif run and run.get("attempts", 0) >= 2:
-            result = runner.RunResult(status="crash", seconds=0.0, reason="the loop was killed twice while this ran")
+            result = runner.RunResult(status=ledger.CRASH, seconds=0.0, reason="the loop was killed twice while this ran")
             self.record(exp, self.job(exp, run), Measure(run["target"], run["seed"], run["role"]), result, time.time())
 
     # --- one experiment ------------------------------------------------------------------------
@@ -216,17 +209,17 @@ class Scheduler:
 
     def job(self, exp, run) -> Job:
         return Job(experiment=exp["number"], commit=run["commit"], seed=run["seed"], role=run["role"],
-                   log=proposals.log_path(self.workdir, exp["number"], run["commit"], run["seed"]))
+                   log=logs.log_path(self.workdir, exp["number"], run["commit"], run["seed"]))
 
-    def decide(self, exp, rows) -> Measure | Verdict | None:
-        runs = measurements.runs(rows)
+    def decide(self, exp, rows, run: judge.Run | None = None) -> Measure | Verdict | None:
+        """The judge's next step for `exp` from the ledger's rows (and a run not recorded yet)."""
+        runs, view = measurements.runs(rows) + ([run] if run else []), self.view(exp)
         if exp.get("kind") == "noise":  # the best at new seeds, `repeats` times
-            done = sum(1 for r in runs if r.experiment == exp["number"])
-            if done >= exp["repeats"]:
+            if sum(1 for r in runs if r.experiment == exp["number"]) >= exp["repeats"]:
                 return None
-            view = self.view(exp)
             return Measure("best", judge.new_seed(runs, view, self.policy), "repeat")
-        return judge.decide(runs, self.view(exp), measurements.noise(rows), self.policy)
+        experiments = [e for e in measurements.experiments(rows) if e.number != view.number] + [view]
+        return judge.decide(runs, view, judge.estimate_noise(runs, experiments), self.policy)
 
     def step(self, exp) -> bool:
         """One run of the experiment (or its verdict). True when the experiment has ended."""
@@ -266,29 +259,18 @@ class Scheduler:
     def watcher(self, exp, job, rows):
         """The progress callback of a run: the live line, and early abort for a candidate's first run."""
         label = f"#{exp['number']} {job.role} s{job.seed}"
-        points, reference = [], {}
+        points, reference, spread = [], {}, []
         if job.role == "candidate" and self.policy.prune and not self.policy.single:
-            reference = self.reference_curves(exp, rows)
+            reference, spread = logs.era_curves(self.workdir, rows, exp["parent"],
+                                                judge.current_era(measurements.runs(rows)))
 
         def on_progress(p):
             self.display.progress(label, p)
             if not reference:
                 return None
             points.append((p["progress"], p["loss"]))
-            return judge.prune(points, reference, job.seed, self.policy)
+            return judge.prune(points, reference, spread, job.seed, self.policy)
         return on_progress
-
-    def reference_curves(self, exp, rows) -> dict[int, list]:
-        """The best's loss curves in the current era, by seed, from their logs."""
-        era = judge.current_era(measurements.runs(rows))
-        curves = {}
-        for i, row in enumerate(rows):
-            run_era = measurements.number(row.get("era"), int) or 1
-            if row.get("commit") == short(exp["parent"]) and run_era == era and measurements.run_value(row):
-                points = runner.progress_points(proposals.row_log(self.workdir, row, i))
-                if points:
-                    curves[measurements.number(row.get("seed"), int)] = [(p["progress"], p["loss"]) for p in points]
-        return curves
 
     def record(self, exp, job, decision: Measure, result, finished: float) -> bool:
         """The finished run's row, with the verdict when it ends the experiment."""
@@ -302,7 +284,7 @@ class Scheduler:
             if result.status != "ok":
                 status = result.status
             else:
-                after = self.decide_with(exp, rows, run)
+                after = self.decide(exp, rows, run)
                 if isinstance(after, Verdict):
                     verdict, status = after, after.status
         elif result.status != "ok":
@@ -321,19 +303,11 @@ class Scheduler:
             self.recorder.say_verdict(exp, row, verdict, noise)
             self.finish(exp, status, verdict.mean if verdict else None)
             return True
-        if result.status == "rejected":
+        if result.status == ledger.REJECTED:
             workspace.reset_to(self.workdir, workspace.head(self.workdir))  # put back what the run touched
         exp["run"] = None
         self.save()
         return False
-
-    def decide_with(self, exp, rows, run) -> Measure | Verdict:
-        """The judge's decision with this run counted, before its row is written."""
-        row = dict(experiment=str(exp["number"]), commit=run.commit, seed=str(run.seed), role=run.role,
-                   run_bpb=f"{run.val_bpb:.6f}", era=str(run.era), status=ledger.RUN, parent=short(exp["parent"]),
-                   tokens_per_s=f"{run.tokens_per_s:.0f}" if run.tokens_per_s else "",
-                   lines_added=str(exp["lines"][0]), lines_removed=str(exp["lines"][1]))
-        return self.decide(exp, rows + [row])
 
     def finish(self, exp, status, val_bpb):
         st = self.state
@@ -411,6 +385,8 @@ class Scheduler:
         Returns the number of experiments ended (a verdict recorded) by this call."""
         with self.session():
             start, ended = time.time(), 0
+            for exp in self.in_flight:  # resumed
+                self.announce(exp, " (resumed)")
             while not self.stopping:
                 if max_experiments is not None and ended >= max_experiments:
                     break
@@ -437,8 +413,8 @@ class Scheduler:
                     ended += 1
             return ended
 
-    def announce(self, exp):
-        self.display.say(f"── #{exp['number']} {exp['agent']}: {exp['description']}")
+    def announce(self, exp, note=""):
+        self.display.say(f"── #{exp['number']} {exp.get('agent', '')}: {exp.get('description', '')}{note}")
 
     def interrupt_waiting(self, exp):
         exp["phase"] = "interrupted"

@@ -50,7 +50,7 @@ def write_runs(path):
     seeds with a control of the best beside it, a discard after one run and an early abort."""
     def run(experiment, commit, role, seed, value, status="run", **extra):
         row = dict(experiment=experiment, commit=commit, role=role, seed=seed, run_bpb=value, val_bpb=value,
-                   status=status, era=1, noise=0.05)
+                   status=status, era=1, noise=0.05, description="")
         ledger.append(path, {**row, **extra})
     run(1, "aaaaaaa", "baseline", 42, 3.00, description="baseline")
     run(1, "aaaaaaa", "baseline", 43, 3.10, description="baseline")
@@ -61,7 +61,9 @@ def write_runs(path):
     run(2, "bbbbbbb", "confirm", 43, 3.00, **change)
     run(2, "bbbbbbb", "confirm", 44, 2.95, "keep", runs=3, val_bpb=2.95, diff=-0.10, diff_low=-0.15,
         diff_high=-0.05, **change)
-    run(3, "ccccccc", "candidate", 42, 3.20, "discard", description="worse", runs=1, lines_added=3)
+    run(3, "aaaaaaa", "control", 46, 3.60, description="worse", era=2,
+        reason="drift: throughput 2,000 tok/s against 4,400 (-55%)")
+    run(3, "ccccccc", "candidate", 46, 3.70, "discard", description="worse", runs=1, lines_added=3, era=2)
     ledger.append(path, dict(experiment=4, commit="ddddddd", role="candidate", seed=42, status="pruned",
                              description="diverges", reason="pruned at 30% of the budget", era=1))
     return path
@@ -212,19 +214,19 @@ def test_a_ledger_with_a_row_per_run(tmp_path):
     ex = analysis.experiments(df)
     assert ex["experiment"].to_list() == [1, 2, 3, 4]
     assert ex["status"].to_list() == ["keep", "keep", "discard", "pruned"]
-    assert ex["val"].to_list()[:3] == pytest.approx([3.05, 2.95, 3.20]) and ex["val"][3] is None
-    assert ex["runs_spent"].to_list() == [3, 4, 1, 1]  # experiment 2: a control of the best and 3 candidate runs
+    assert ex["val"].to_list()[:3] == pytest.approx([3.05, 2.95, 3.70]) and ex["val"][3] is None
+    assert ex["runs_spent"].to_list() == [3, 4, 2, 1]  # experiment 2: a control of the best and 3 candidate runs
     assert ex["improvement"].to_list()[1] == pytest.approx(0.10)
     assert ex["se"][1] == pytest.approx(0.05 / 3 ** 0.5)
 
     s = analysis.summary(df)
-    assert (s["experiments"], s["runs"], s["kept"], s["discarded"], s["pruned"]) == (4, 9, 2, 1, 1)
+    assert (s["experiments"], s["runs"], s["kept"], s["discarded"], s["pruned"]) == (4, 10, 2, 1, 1)
     assert s["best_val"] == pytest.approx(2.95) and s["best_runs"] == 3 and s["noise"] == pytest.approx(0.05)
-    assert s["gain"] == pytest.approx(0.10) and s["eras"] == 1
+    assert s["gain"] == pytest.approx(0.10) and s["eras"] == 2
 
     spent = {r["status"]: r for r in analysis.runs_per_verdict(df).iter_rows(named=True)}
     assert spent["keep"]["experiments"] == 2 and spent["keep"]["runs"] == 7
-    assert spent["keep"]["runs_per_experiment"] == pytest.approx(3.5) and spent["discard"]["runs"] == 1
+    assert spent["keep"]["runs_per_experiment"] == pytest.approx(3.5) and spent["discard"]["runs"] == 2
     assert analysis.status_rates(df)["count"].to_list() == [2, 1, 1]
     assert analysis.crashes(df)["status"].to_list() == ["pruned"]
     assert analysis.top_hits(df)["runs"].to_list() == [3]
@@ -232,9 +234,10 @@ def test_a_ledger_with_a_row_per_run(tmp_path):
     spec = analysis.progress_chart(df).to_dict()
     rows = [r for values in spec["datasets"].values() for r in values]
     means = {r["experiment"]: r["val_bpb"] for r in rows if "val_bpb" in r and "label" in r}
-    assert means == pytest.approx({1: 3.05, 2: 2.95, 3: 3.20})
+    assert means == pytest.approx({1: 3.05, 2: 2.95, 3: 3.70})
     runs = [(r["experiment"], r["role"], r["seed"]) for r in rows if "run_bpb" in r]
-    assert (2, "control", 45) in runs and (2, "confirm", 43) in runs and len(runs) == 7  # the runs behind means
+    assert (2, "control", 45) in runs and (2, "confirm", 43) in runs and len(runs) == 9  # the runs behind means
+    assert [r["experiment"] for r in rows if str(r.get("reason", "")).startswith("drift:")] == [3]
     assert any("band_low" in r for r in rows)  # the noise band around the frontier
     bars = [r for r in rows if r.get("low") is not None and "label" in r]
     assert {r["experiment"] for r in bars} == {1, 2}  # kept means with their standard error

@@ -153,10 +153,10 @@ def signature(rows):
     return [(r["experiment"], r["role"], r["seed"], r["status"], r["run_bpb"]) for r in rows]
 
 
-def test_kill_9_at_a_control_in_a_confirmation_and_after_an_early_abort_then_resume(tmp_path, use_cache):
-    """One replay killed three times: once its control of the best is recorded, while a confirmation
-    trains, and once the early abort is recorded. Every run is recorded once, exactly as in the same
-    replay left alone."""
+def test_kill_9_during_a_control_a_confirmation_and_an_early_abort_then_resume(tmp_path, use_cache):
+    """One replay killed four times: while its control of the best trains, once a confirmation is
+    recorded (before the loop moved on), while the next confirmation trains, and once the early abort
+    is recorded. Every run is recorded once, exactly as in the same replay left alone."""
     repo, workdir, replay = noisy_run(tmp_path / "killed", use_cache)
 
     def start(**fault):
@@ -170,19 +170,28 @@ def test_kill_9_at_a_control_in_a_confirmation_and_after_an_early_abort_then_res
         loop.wait()
         marker.unlink()
 
-    kill_at("recorded-control")
-    assert [r["role"] for r in ledger.read_rows(workdir / "results.tsv")][-1] == "control"
-    loop = start()
-    wait_for(lambda: (in_flight(workdir).get("run") or {}).get("role") == "confirm"
-             and state.load(workdir).get("child_pgid"), timeout=240, what="a confirmation to train")
-    run, child = in_flight(workdir)["run"], state.load(workdir)["child_pgid"]
-    os.kill(loop.pid, signal.SIGKILL)  # the loop only: its train.py lives on in its own session
-    loop.wait()
+    def kill_while(role):
+        """kill -9 of the loop alone while a run of this role trains; returns that run and its pid."""
+        loop = start()
+        wait_for(lambda: (in_flight(workdir).get("run") or {}).get("role") == role
+                 and state.load(workdir).get("child_pgid"), timeout=240, what=f"a {role} run to train")
+        run, child = in_flight(workdir)["run"], state.load(workdir)["child_pgid"]
+        os.kill(loop.pid, signal.SIGKILL)  # its train.py lives on in its own session
+        loop.wait()
+        return run, child
+
+    control, child = kill_while("control")
+    kill_at("recorded-confirm")
+    assert not alive(child), "the orphaned control was not killed on resume"
+    assert [r["role"] for r in ledger.read_rows(workdir / "results.tsv")][-1] == "confirm"
+    confirm, child = kill_while("confirm")
     kill_at("recorded-pruned")
     assert not alive(child), "the orphaned confirmation was not killed on resume"
     rows = resume_noisy(repo, workdir, replay, use_cache)
-    again = [r for r in rows if (r["experiment"], r["commit"], r["seed"]) == ("2", run["commit"][:7], str(run["seed"]))]
-    assert len(again) == 1 and again[0]["role"] == "confirm"
+    for run in (control, confirm):
+        again = [r for r in rows if (r["experiment"], r["commit"], r["seed"]) ==
+                 ("2", run["commit"][:7], str(run["seed"]))]
+        assert len(again) == 1 and again[0]["role"] == run["role"]
     roles = [r["role"] for r in rows]
     assert roles.count("control") == 1 and roles.count("confirm") >= 2
 

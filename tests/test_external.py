@@ -21,7 +21,7 @@ def test_edit_then_experiment_keeps_and_discards(run):
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith("keep: val_bpb") and "baseline" in lines[0]
     assert "(mean of 3 runs)" in lines[0]  # the baseline, at the lab's first three seeds
-    assert lines[1].startswith("keep: val_bpb") and "(1 run)" in lines[1] and "vs best" in lines[1]
+    assert lines[1].startswith("keep: val_bpb") and "(mean of 2 runs)" in lines[1] and "vs best" in lines[1]
     assert "full unigram weight" in lines[1]
     (workdir / "train.py").write_text(variant(WEIGHT=0.1))
     out = cli(repo, cache, "experiment", "--tag", "x", "-m", "much weaker")

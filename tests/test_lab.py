@@ -54,8 +54,12 @@ def test_keep_discard_and_crash(repo, tmp_path):
     assert float(ended[1]["val_bpb"]) < float(ended[0]["val_bpb"]) < float(ended[2]["val_bpb"])
     assert "boom: the model exploded" in ended[3]["reason"]
     assert ended[1]["lines_added"] == "1" and ended[1]["lines_removed"] == "1"
-    assert ended[1]["parent"] == ended[0]["commit"] and ended[1]["role"] == "candidate" and ended[1]["seed"] == "42"
-    assert float(ended[1]["diff"]) < 0 < float(ended[2]["diff"])  # paired with the baseline's run at seed 42
+    assert ended[1]["parent"] == ended[0]["commit"]
+    # kept on two runs (a kept value is a mean), paired with the baseline's runs at the same seeds;
+    # discarded at once when clearly worse
+    assert [(r["role"], r["seed"]) for r in rows if r["experiment"] == "2"] == [("candidate", "42"), ("confirm", "43")]
+    assert ended[1]["runs"] == "2" and ended[2]["runs"] == "1" and ended[2]["seed"] == "42"
+    assert float(ended[1]["diff"]) < 0 < float(ended[2]["diff"])
     assert (lab.workdir / "train.py").read_text() == variant(WEIGHT=1.0)
     st = state.load(lab.workdir)
     assert st["best_val_bpb"] == pytest.approx(float(ended[1]["val_bpb"]), abs=1e-6)
@@ -317,8 +321,8 @@ def test_cli_init_run_status(repo, tmp_path, use_cache):
     assert "#2 replay: better" in out.stdout and "keep" in out.stdout
     status = json.loads(cli(repo, use_cache, "status", "--json").stdout)
     assert {"branch", "workdir", "results", "experiments", "kept", "best_val_bpb", "noise", "running"} <= set(status)
-    assert status["experiments"] == 2 and status["runs"] == 3 and status["kept"] == 2 and status["running"] is False
-    assert status["best_runs"] == 1 and status["noise"]["sigma"] == 0.0  # the stand-in has no noise
+    assert status["experiments"] == 2 and status["runs"] == 4 and status["kept"] == 2 and status["running"] is False
+    assert status["best_runs"] == 2 and status["noise"]["sigma"] == 0.0  # the stand-in has no noise
     assert status["branch"] == "autoresearch/cli"
     out = cli(repo, use_cache, "status")
     assert "best val_bpb" in out.stdout and "better" in out.stdout and "noise ±0.0000 bpb per run" in out.stdout

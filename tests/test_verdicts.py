@@ -139,3 +139,28 @@ def test_a_run_made_by_an_older_version_is_refused_in_one_line(tmp_path, use_cac
     state.save(workdir, st)
     with pytest.raises(LabError, match="older version of the lab"):
         Scheduler(workdir)
+
+
+def test_a_loop_killed_while_the_best_ran_comes_back_on_its_branch(tmp_path, use_cache):
+    """A run of the best while a candidate is the tip has HEAD detached at the best: a loop killed
+    then finds its worktree back on the run's branch, at the candidate, and goes on."""
+    from autoresearch import workspace
+    repo = make_repo(tmp_path / "repo", variant(NOISE=0.05))
+    lab = Scheduler(init_run(repo, "h"), Policy(baseline_runs=2), display=Display(stream=io.StringIO()))
+    lab.run(None)  # the baseline
+    candidate = variant(NOISE=0.05, WEIGHT=0.9)
+    exp = lab.begin("by hand", "test", kind="candidate")
+    (lab.workdir / "train.py").write_text(candidate)
+    commit = workspace.commit_train(lab.workdir, "by hand")
+    lab.measuring(exp, commit)
+    exp["run"] = dict(target="candidate", commit=commit, seed=42, role="candidate", attempts=1,
+                      started="2026-01-01T00:00:00")  # what the judge asks first
+    lab.save()
+    workspace.git(lab.workdir, "checkout", "-q", "--detach", lab.state["base_commit"])  # as the killed run left it
+    again = Scheduler(lab.workdir, Policy(baseline_runs=2), display=Display(stream=io.StringIO()))
+    again.run(None, max_experiments=1)
+    rows = check_invariants(lab.workdir)
+    ended = verdicts(rows)[-1]
+    assert ended["experiment"] == "2" and ended["commit"] == commit[:7] and ended["status"] in ("keep", "discard")
+    assert [r["seed"] for r in rows if r["experiment"] == "2"][:1] == ["42"]
+    assert workspace.branch_of(lab.workdir) == "autoresearch/h"

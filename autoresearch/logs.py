@@ -1,0 +1,47 @@
+"""The run's logs: one file per run, `logs/NNNN-COMMIT-sSEED.log`, and what the lab reads back from
+them (loss curves for early abort and the live view, the tail of a crash for the agent).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import measurements
+from .runner import progress_points
+
+
+def log_path(workdir: Path, experiment: int, commit: str, seed) -> Path:
+    """One log per run: experiment number, commit and seed."""
+    return Path(workdir) / "logs" / f"{experiment:04d}-{commit[:7]}-s{seed}.log"
+
+
+def row_log(workdir: Path, row: dict, index: int) -> Path:
+    """The log of the run a ledger row records (an older ledger named logs by row number alone)."""
+    n = measurements.experiment_of(row, index)
+    if row.get("experiment"):
+        return log_path(workdir, n, row["commit"], row.get("seed"))
+    return Path(workdir) / "logs" / f"{n:04d}-{row['commit']}.log"
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+
+def curve(workdir: Path, row: dict, index: int) -> list[tuple[float, float]]:
+    """A run's training loss against the share of its budget, from its progress lines."""
+    return [(p["progress"], p["loss"]) for p in progress_points(row_log(workdir, row, index))]
+
+
+def era_curves(workdir: Path, rows: list[dict], best: str, era: int) -> tuple[dict[int, list], list[list]]:
+    """The loss curves of an era's runs: the best commit's by seed, and every commit's grouped by
+    commit (their seed-to-seed spread is what a candidate's curve is held to)."""
+    by_seed, groups = {}, {}
+    for i, row in enumerate(rows):
+        if (measurements.number(row.get("era"), int) or 1) != era or measurements.run_value(row) is None:
+            continue
+        points = curve(workdir, row, i)
+        if not points:
+            continue
+        groups.setdefault(row["commit"], []).append(points)
+        if row["commit"] == best[:7]:
+            by_seed[measurements.number(row.get("seed"), int)] = points
+    return by_seed, list(groups.values())
