@@ -60,7 +60,7 @@ class Policy:
     control_every: int = 5          # a control run of the best every N experiments (0: never)
     prune: bool = True              # early abort of clearly worse candidates
     prune_at: tuple = (0.3, 0.5, 0.7)  # checkpoints, as fractions of the time budget
-    prune_sigmas: float = 2.0       # how many of the best's spreads worse a candidate must be there
+    prune_sigmas: float = 1.0       # how many of the best's seed-to-seed spreads worse a candidate must be there
     seed: int = DEFAULT_SEED        # s1
 
     def __post_init__(self):
@@ -367,7 +367,9 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
     and others measured at several seeds in this era). At each checkpoint the candidate is compared
     with the best's curve at its own seed (same data, so the same batches), else with the mean of the
     best's curves, and the threshold is prune_sigmas times the seed-to-seed spread of the curves
-    there (pooled within each commit), at least 1 % of the loss. Without a spread to go by, never."""
+    there (pooled within each commit), at least 1 % of the loss. At the same seed the two curves see the
+    same batches, so what moves their difference is timing alone, well inside that spread. Without a
+    spread to go by, never."""
     if not policy.prune or not reference or not points:
         return None
     for fraction in policy.prune_at:

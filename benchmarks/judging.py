@@ -52,7 +52,7 @@ NULLS = [
     ("# fraction of the budget spent ramping it down at the end", "# share of the budget with the rate ramping down"),
     ("# learning rate at the end, as a fraction of the peak", "# the final learning rate, as a share of the peak"),
     ("# logits are squashed into (-SOFTCAP, SOFTCAP)", "# logits squashed into (-SOFTCAP, SOFTCAP)"),
-    ("# transformer layers", "# layers of the transformer"),
+    ("# Run control", "# Control of the run"),
     ("# attention head size", "# size of an attention head"),
     ("# per layer: S = half-context window, L = full", "# each layer: S = half-context window, L = full"),
 ]
@@ -60,7 +60,7 @@ BADS = [
     ("SOFTCAP = 15.0 ", "SOFTCAP = 1.5 "),
     ("EMBEDDING_LR = 0.6 ", "EMBEDDING_LR = 6.0 "),
     ("SCALAR_LR = 0.5 ", "SCALAR_LR = 50.0 "),
-    ('else 2   # transformer layers', 'else 8   # transformer layers'),
+    ('else 6 if PROFILE == "small" else 2 ', 'else 6 if PROFILE == "small" else 8 '),
 ]
 
 
@@ -204,7 +204,8 @@ def add(t: dict, lab: Scheduler, agent: MixAgent, seconds: dict, wall: float):
     for kind, row in zip(agent.kinds, ended):
         n = int(row["experiment"])
         spent = {k: v for k, v in seconds.items() if k[0] == n}
-        t["kinds"][kind].append(dict(status=row["status"], runs=len(spent), seconds=sum(spent.values())))
+        t["kinds"][kind].append(dict(status=row["status"], runs=len(spent), seconds=sum(spent.values()),
+                                     what=row["description"].split(": ", 1)[-1].split(" -> ")[-1]))
         t["full"] += [v for k, v in spent.items() if row["status"] != "pruned" or k[2] != "candidate"]
     t["best"].append((lab.workdir, lab.state["best_commit"]))
 
@@ -236,6 +237,14 @@ def report(tally: dict, sigma: float, cache: Path, tmp: Path, final_seeds: int, 
         print(f"| {name} | {kept('null')} | {kept('good')} | {kept('bad')} | {runs / max(proposals, 1):.2f} | "
               f"{t['wall']:.0f} | {share:.0%} ({saved:.0f} s) | {sum(i['status'] == 'pruned' for i in k['good'])}/"
               f"{len(k['good'])} | {', '.join(f'{v:.4f}' for v in finals)} |")
+    for name, t in tally.items():
+        per = {}
+        for item in t["kinds"]["bad"]:
+            per.setdefault(item["what"], []).append(item)
+        print(f"{name}, each bad: " + "; ".join(
+            f"{what}: {sum(i['status'] == 'pruned' for i in items)}/{len(items)} pruned, "
+            f"{sum(i['runs'] for i in items)} runs, {sum(i['seconds'] for i in items):.0f} s"
+            for what, items in per.items()))
 
 
 def main():

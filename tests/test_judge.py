@@ -147,12 +147,12 @@ def test_early_abort_stops_a_diverging_candidate_and_spares_one_inside_the_sprea
     diverging = [(p, loss + p * p) for p, loss in curve(5.0)]  # slowly worse, then faster
     reasons = [prune(diverging[:k], reference, spread, 42, policy) for k in range(1, 21)]
     first = next(i for i, r in enumerate(reasons) if r)
-    assert reasons[first].startswith("pruned at 50% of the budget") and first < 14
+    assert reasons[first].startswith("pruned at 30% of the budget") and first < 14
     same = curve(5.05)
     assert all(prune(same[:k], reference, spread, 42, policy) is None for k in range(1, 21))
     assert prune(diverging, reference, spread, 42, Policy(prune=False)) is None
     # a best measured once: the spread comes from the commits measured at several seeds before it
-    assert prune(diverging, {42: curve(5.0)}, spread, 42, policy).startswith("pruned at 50%")
+    assert prune(diverging, {42: curve(5.0)}, spread, 42, policy).startswith("pruned at 30%")
     assert prune(diverging, {42: curve(5.0)}, [[curve(5.0)]], 42, policy) is None  # no spread known: never
     assert curve_at([(0.2, 6.0), (0.4, 5.0)], 0.3) == pytest.approx(5.5) and curve_at([(0.2, 6.0)], 0.3) is None
 
