@@ -164,7 +164,7 @@ def stop_loop(root, tag, timeout: float = 30) -> bool:
         pgid = state.load(workdir).get("child_pgid")
         if pgid:
             runner.kill_group(pgid)
-    except (OSError, ValueError):
+    except (OSError, ValueError, LabError):
         pass
     return stopped()
 

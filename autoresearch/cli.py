@@ -110,7 +110,8 @@ def cmd_experiment(args) -> int:
     if state.is_running(workdir):
         raise LabError(f"a loop is running on {workdir}: stop it before running experiments by hand")
     st = state.load(workdir)
-    text = (workdir / workspace.TRAIN).read_text() if (workdir / workspace.TRAIN).is_file() else ""
+    train = workdir / workspace.TRAIN
+    text = train.read_bytes().decode("utf-8", "replace") if train.is_file() else ""  # the guard says if it is not
     rejection = guard.check_proposal(workdir, st["protected"])  # before the lab cleans the tree
     lab = Scheduler(workdir, policy_from(args), display=Display(stream=io.StringIO()))
     before = len(measurements.verdicts(lab.rows()))
@@ -339,6 +340,11 @@ def main(argv=None) -> int:
         return commands[args.command](args)
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only worktree: every write is atomic or sealed on the next run
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}: free space or fix the permissions, then run the same command "
+              f"again (it resumes where it stopped)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -38,6 +38,8 @@ def check_proposal(workdir: Path, protected: dict[str, str], parent_text: str | 
         return "train.py is not valid UTF-8"
     except SyntaxError as e:
         return f"train.py does not compile: {e.msg} (line {e.lineno})"
+    except (ValueError, RecursionError, MemoryError, OverflowError) as e:  # null bytes, a runaway expression
+        return f"train.py does not compile: {type(e).__name__}: {str(e)[:200] or 'too deeply nested or too big'}"
     if parent_text is not None and source == parent_text:
         return "train.py is unchanged: nothing to try"
     return None

@@ -50,8 +50,11 @@ def read_manifest(cache=None) -> dict:
 
 
 def probe_device(workdir: Path, env: dict) -> str:
-    """The device train.py will run on, named the same way for every experiment of a run."""
-    code = ("import os, platform, torch, prepare; d = prepare.best_device(); "
+    """The device train.py will run on, named the same way for every experiment of a run. Where env
+    keeps bytecode under a PYTHONPYCACHEPREFIX, the probe writes torch's there (its compiler too), as
+    the lab's own process: sandboxed experiments only read it."""
+    warm = "import torch._dynamo, torch._inductor.compile_fx; " if env.get("PYTHONPYCACHEPREFIX") else ""
+    code = ("import os, platform, torch, prepare; " + warm + "d = prepare.best_device(); "
             "print(torch.cuda.get_device_name(d) if d.type == 'cuda' else "
             "f'{d.type} ({platform.machine()}, {os.cpu_count()} cores)')")
     out = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True,

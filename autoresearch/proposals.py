@@ -32,11 +32,18 @@ def apply(workdir: Path, proposal: Proposal) -> str | None:
     """Write the proposal into the worktree; the reason it cannot be, or None."""
     train = Path(workdir) / workspace.TRAIN
     if proposal.train_py is not None:
-        train.write_text(proposal.train_py)
+        try:
+            data = proposal.train_py.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return f"train.py is not valid text: {e.reason} at character {e.start:,}"
+        train.write_bytes(data)
         return None
     if proposal.diff is not None:
         patch = Path(workdir) / ".lab" / "proposal.diff"
-        patch.write_text(proposal.diff if proposal.diff.endswith("\n") else proposal.diff + "\n")
+        try:
+            patch.write_bytes((proposal.diff if proposal.diff.endswith("\n") else proposal.diff + "\n").encode())
+        except UnicodeEncodeError as e:
+            return f"the diff is not valid text: {e.reason} at character {e.start:,}"
         try:
             workspace.git(workdir, "apply", "--whitespace=nowarn", str(patch))
         except LabError as e:
@@ -52,4 +59,6 @@ def check(workdir: Path, proposal: Proposal, protected: dict, parent: str) -> st
 
 
 def describe(proposal: Proposal) -> str:
-    return " ".join(proposal.description.split())[:300] or "(no description)"
+    """The description as one line of valid text (a lone surrogate becomes '?'), at most 300 characters."""
+    text = " ".join(str(proposal.description or "").split())[:300]
+    return text.encode("utf-8", "replace").decode("utf-8") or "(no description)"

@@ -65,11 +65,11 @@ def interval(verdict: Verdict) -> str:
 class Recorder:
     def __init__(self, results, manifest: dict, policy: Policy, display: Display):
         self.results, self.manifest, self.policy, self.display = results, manifest, policy, display
-        self.device = None
+        self.device, self.sandbox = None, None
 
     def fingerprint(self) -> dict:
         m = self.manifest
-        return dict(device=self.device, profile=m["profile"], data_hash=m["data_hash"][:12],
+        return dict(device=self.device, sandbox=self.sandbox, profile=m["profile"], data_hash=m["data_hash"][:12],
                     tokenizer_hash=m["tokenizer_hash"][:12], time_budget=str(m["constants"]["TIME_BUDGET"]),
                     policy=self.policy.name)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ledger
+from .sandbox import Sandbox
 
 # `step 00042 |  35.2% | loss 3.412345 | lr 1.00 | dt 320ms | 1,640,000 tok/s | mfu 45.8% | epoch 0 | 194s left`
 PROGRESS = re.compile(r"^step (?P<step>\d+) \| +(?P<percent>[\d.]+)% \| loss (?P<loss>[-\w.+]+) \|.*?"
@@ -27,6 +28,9 @@ PROGRESS = re.compile(r"^step (?P<step>\d+) \| +(?P<percent>[\d.]+)% \| loss (?P
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
 # what differs from one run to the next of a loop: a Python started ahead gets them when it is handed the run
 PER_RUN = ("AUTORESEARCH_RESULT", "AUTORESEARCH_SEED")
+# a run's log keeps its first LOG_CAP bytes and, past them, its last 200 lines: a train.py printing
+# without end cannot fill the disk
+LOG_CAP = 10_000_000
 SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_", "AWS_", "AZURE_", "GOOGLE_", "GCP_", "HF_", "HUGGING", "GITHUB_",
                    "GH_", "WANDB_", "CLAUDE")
 
@@ -97,7 +101,9 @@ def failure_reason(tail: list[str], returncode: int) -> str:
 # the first torch.compile loads and computes once per process; then, once the lab sends the
 # experiment's environment as one line of json, train.py itself, as `python train.py` would.
 PRESTART = """
-import builtins, json, os, sys, types
+import sys
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]  # nothing from the worktree before train.py's turn
+import builtins, json, os, types
 import numpy, tiktoken, torch
 cuda = os.environ.get("AUTORESEARCH_DEVICE") not in ("cpu", "mps") and torch.cuda.is_available()
 if cuda:
@@ -117,7 +123,8 @@ os.environ.update(json.loads(line))
 path = os.path.abspath("train.py")
 boot, main = sys.modules["__main__"], types.ModuleType("__main__")  # train.py gets a __main__ of its own
 main.__dict__.update(__file__=path, __builtins__=builtins, __spec__=None)
-sys.modules["__main__"], sys.argv, sys.path[0] = main, ["train.py"], os.path.dirname(path)
+sys.modules["__main__"], sys.argv = main, ["train.py"]
+sys.path.insert(0, os.path.dirname(path))
 with open(path, "rb") as f:
     code = compile(f.read(), path, "exec")
 exec(code, main.__dict__)
@@ -160,13 +167,15 @@ class Prestarted:
     `run_training` hands it over. A train.py that sets environment variables
     gets a fresh Python instead, so that torch sees them as it is imported."""
 
-    def __init__(self, workdir: Path, env: dict[str, str]):
-        self.workdir, self.env = Path(workdir).resolve(), scrubbed_env(env)
-        self.proc = subprocess.Popen([sys.executable, "-c", PRESTART], cwd=self.workdir, env=self.env, text=True,
+    def __init__(self, workdir: Path, env: dict[str, str], sandbox: Sandbox | None = None):
+        self.workdir, self.env, self.sandbox = Path(workdir).resolve(), scrubbed_env(env), sandbox
+        argv = [sys.executable, "-c", PRESTART]
+        self.proc = subprocess.Popen(sandbox.wrap(argv) if sandbox else argv, cwd=self.workdir, env=self.env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True, errors="replace")
 
-    def take(self, workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen | None, str]:
+    def take(self, workdir: Path, env: dict[str, str], sandbox: Sandbox | None = None) \
+            -> tuple[subprocess.Popen | None, str]:
         """The process, now running train.py with `env`, and a note for the log; else (None, why not)
         and it is closed."""
         def same(e):
@@ -176,8 +185,8 @@ class Prestarted:
             source = (self.workdir / "train.py").read_text(errors="replace")
         except OSError:
             source = None
-        if Path(workdir).resolve() != self.workdir or same(env) != same(self.env):
-            why = "the worktree or environment changed"
+        if Path(workdir).resolve() != self.workdir or same(env) != same(self.env) or sandbox != self.sandbox:
+            why = "the worktree, the environment or the sandbox changed"
         elif source is None:
             why = "train.py cannot be read"
         elif sets_environment(source):
@@ -208,21 +217,23 @@ class Prestarted:
 
 def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str, str], timeout: float,
                  expect: dict, on_start=None, on_progress=None, should_stop=None,
-                 prestarted: Prestarted | None = None) -> RunResult:
+                 prestarted: Prestarted | None = None, sandbox: Sandbox | None = None) -> RunResult:
     """Run train.py in workdir, in the Python `prestarted` if one is given and fits, else a fresh one.
     `expect` holds the manifest's data_hash and EVAL_TOKENS: a record that does not match them is not
     believed. on_start(pgid) lets the caller note the process group; on_progress(progress) may return
-    a reason to stop the run early, which then ends with status "pruned" and that reason."""
+    a reason to stop the run early, which then ends with status "pruned" and that reason. `sandbox`, if
+    given, is where train.py runs (see sandbox.py)."""
     result_path.unlink(missing_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(log_path, "w") as log:
         env = scrubbed_env({**env, "AUTORESEARCH_RESULT": str(result_path)})
-        proc, note = prestarted.take(workdir, env) if prestarted else (None, "")
+        proc, note = prestarted.take(workdir, env, sandbox) if prestarted else (None, "")
         if note:
             log.write(f"# python {note}\n")
         if proc is None:
-            proc = subprocess.Popen([sys.executable, "train.py"], cwd=workdir, env=env, text=True,
+            argv = [sys.executable, "train.py"]
+            proc = subprocess.Popen(sandbox.wrap(argv) if sandbox else argv, cwd=workdir, env=env, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                     errors="replace")
         if on_start:
@@ -230,11 +241,18 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
         tail: list[str] = []
         last: list[dict] = []
         abort: list[str] = []
+        dropped, unwritable = [0], []
 
         def pump():
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
+            for line in proc.stdout:  # read to the end, whatever happens to the log
+                if not unwritable and log.tell() + len(line) <= LOG_CAP:
+                    try:
+                        log.write(line)
+                        log.flush()
+                    except OSError as e:  # a full disk: the run goes on, its log stops here
+                        unwritable.append(e)
+                else:
+                    dropped[0] += len(line)
                 line = line.rstrip("\n")
                 tail.append(line)
                 del tail[:-200]
@@ -261,6 +279,9 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
             time.sleep(0.1)
         proc.wait()
         reader.join(timeout=5)
+        if dropped[0] and not unwritable:
+            log.write(f"\n# log capped at {LOG_CAP:,} bytes: {dropped[0]:,} more not kept; its last lines:\n")
+            log.write("".join(line + "\n" for line in tail))
     seconds = time.time() - t0
     summary = parse_summary("\n".join(tail))
     result = RunResult(status=status or "ok", seconds=seconds, summary=summary,

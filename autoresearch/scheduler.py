@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import harness, judge, ledger, logs, measurements, proposals, runner, state, workspace
+from . import harness, judge, ledger, logs, measurements, proposals, runner, sandbox, state, workspace
 from .agents import AgentUnavailable
 from .executor import Executor, Job, LocalExecutor
 from .judge import Measure, Policy, Verdict
@@ -57,6 +57,11 @@ def init_run(root: Path, tag: str, cache=None) -> Path:
     return workdir
 
 
+class Stopped(BaseException):
+    """Raised in the agent's call by a signal: the proposal is dropped and the loop stops. Not an
+    Exception, as KeyboardInterrupt is not: an SDK's `except Exception` (retry, wrap) lets it pass."""
+
+
 class Scheduler:
     def __init__(self, workdir: Path, policy: Policy | None = None, executor: Executor | None = None,
                  display: Display | None = None, allowance: float | None = None, pause: float = 300.0):
@@ -73,7 +78,7 @@ class Scheduler:
                                                   self.state["protected"], allowance)
         self.display = display or Display(budget=self.budget)
         self.recorder = Recorder(self.results, self.manifest, self.policy, self.display)
-        self.stopping = False
+        self.stopping = self.asking = False
         self.pause = pause  # seconds to wait when the agent's service is down, before asking again
 
     # --- helpers -------------------------------------------------------------------------------
@@ -113,6 +118,9 @@ class Scheduler:
 
     def check_environment(self):
         self.recorder.device = self.executor.probe()
+        self.recorder.sandbox = self.executor.sandbox
+        if self.executor.sandbox == sandbox.NONE:
+            self.display.say(f"WARNING: {sandbox.why_not()}; every row records sandbox=none")
         env = getattr(self.executor, "env", {})
         if "PYTHONPYCACHEPREFIX" in env:
             self.display.say(f"note: torch's bytecode is not cached where this Python looks: experiments keep it in "
@@ -162,14 +170,25 @@ class Scheduler:
 
     def propose(self, agent, rows) -> str:
         """Ask the agent, apply and guard its proposal, commit it. Returns "done" (nothing more to
-        propose), "rejected" (recorded) or "measuring"."""
+        propose), "stopped" (a signal came while the agent worked), "rejected" (recorded) or "measuring"."""
         st = self.state
         parent = st["best_commit"]
         exp = dict(number=self.next_number(rows), phase="proposing", parent=parent, commit=parent, run=None)
         self.in_flight.append(exp)
         self.save()
         t0 = time.time()
-        proposal = agent.propose(proposals.context(self.workdir, rows, self.manifest, self.policy.seed, parent))
+        context = proposals.context(self.workdir, rows, self.manifest, self.policy.seed, parent)
+        self.asking = True  # a signal now stops the agent at once (it may be waiting on the network)
+        try:
+            proposal = agent.propose(context)
+            self.asking = False
+        except Stopped:
+            self.asking = False
+            self.drop(exp, parent)
+            return "stopped"
+        except BaseException:  # the flag goes down whatever stops the agent
+            self.asking = False
+            raise
         if proposal is None:
             self.drop(exp, parent)
             return "done"
@@ -343,6 +362,8 @@ class Scheduler:
             if self.stopping:  # a second Ctrl-C while stopping: let the default handler act
                 signal.signal(signum, previous[signum])
             self.stopping = True
+            if self.asking:
+                raise Stopped()
 
         for s in previous:
             signal.signal(s, stop)
@@ -362,7 +383,7 @@ class Scheduler:
 
     def next_experiment(self, agent) -> str:
         """Put the next experiment in flight: the baseline first, else the agent's proposal.
-        Returns "measuring", "rejected", "done" or "unavailable"."""
+        Returns "measuring", "rejected", "done", "stopped" or "unavailable"."""
         rows = self.rows()
         if not measurements.verdicts(rows):
             self.begin("baseline", "baseline")

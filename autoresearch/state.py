@@ -11,13 +11,26 @@ import os
 import time
 from pathlib import Path
 
+from .workspace import LabError
+
 
 def lab_dir(workdir: Path) -> Path:
     return Path(workdir) / ".lab"
 
 
 def load(workdir: Path) -> dict:
-    return json.loads((lab_dir(workdir) / "state.json").read_text())
+    """The state; a missing or unreadable file is a LabError that says what to do."""
+    path = lab_dir(workdir) / "state.json"
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or "best_commit" not in state:
+            raise ValueError("not a run's state")
+    except FileNotFoundError:
+        raise LabError(f"{path} is missing: {workdir} is not a run (create one with `autoresearch init`)") from None
+    except (OSError, ValueError) as e:
+        raise LabError(f"{path} is unreadable ({str(e)[:80]}): the run's results.tsv and branch are intact; start "
+                       f"a new run with `autoresearch init --tag NEW`") from None
+    return state
 
 
 def save(workdir: Path, state: dict) -> None:

@@ -93,6 +93,13 @@ def reset_to(cwd, commit: str) -> None:
     git(cwd, "clean", "-q", "-fd")
 
 
+def clear_untracked(cwd) -> None:
+    """Remove every file git does not track, ignored ones too (a `.cache/x.py`, a `__pycache__/*.pyc`
+    that would shadow prepare.py), except the lab's own files."""
+    excludes = [arg for pattern in LAB_IGNORES for arg in ("-e", pattern)]
+    git(cwd, "clean", "-q", "-ffdx", *excludes)
+
+
 def branch_of(cwd) -> str | None:
     """The branch checked out, or None when HEAD is detached."""
     name = git(cwd, "rev-parse", "--abbrev-ref", "HEAD")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from autoresearch import ledger, state
+from autoresearch import ledger, sandbox, state
 from lab_helpers import check_invariants, cli, make_repo, start_cli, variant, verdicts, write_replay
 
 
@@ -73,16 +73,23 @@ def test_kill_9_at_a_fault_point_then_resume(run, point):
     finish(repo, workdir, replay, cache)
 
 
-def test_kill_9_while_train_py_runs_then_resume(run):
+@pytest.mark.parametrize("sandboxed", [True, False], ids=["sandboxed", "unsandboxed"])
+def test_kill_9_while_train_py_runs_then_resume(run, sandboxed):
+    if sandboxed and sandbox.mode() != sandbox.BWRAP:
+        pytest.skip(f"no sandbox here: {sandbox.why_not()}")
     repo, workdir, replay, cache = run
-    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
+    mode = {} if sandboxed else {"AUTORESEARCH_SANDBOX": "0"}
+    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS, **mode)
     # wait until the second experiment ("better") is training
     wait_for(lambda: in_flight(workdir).get("description") == "better"
              and state.load(workdir).get("child_pgid"), what="the second experiment to start")
     child = state.load(workdir)["child_pgid"]
-    os.kill(loop.pid, signal.SIGKILL)  # the loop only: its train.py lives on in its own session
+    os.kill(loop.pid, signal.SIGKILL)  # the loop only: its train.py runs in its own session
     loop.wait()
-    assert alive(child)
+    if sandboxed:  # the sandbox dies with the loop, every process in it
+        wait_for(lambda: not alive(child), what="the sandboxed train.py to end with its loop")
+    else:  # it lives on, until the next loop on the run kills it
+        assert alive(child)
     rows = finish(repo, workdir, replay, cache)
     assert not alive(child), "the orphaned train.py was not killed on resume"
     assert sum(r["description"] == "better" for r in rows) == 1

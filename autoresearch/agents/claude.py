@@ -12,6 +12,7 @@ loop pauses, then tries again. Usage and an estimated cost travel on each Propos
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -132,7 +133,7 @@ class ClaudeAgent:
                 if e.status_code in (400, 401, 403, 404, 413, 422):
                     raise LabError(f"the Anthropic API refused the request ({e.status_code}): {e.message}") from None
                 last, wait = f"HTTP {e.status_code}", _retry_after(e)
-            except (a.APIConnectionError, a.APIResponseValidationError) as e:
+            except (a.APIConnectionError, a.APIResponseValidationError, ValueError) as e:  # ValueError: not JSON
                 last, wait = type(e).__name__, None
             if attempt < self.retries - 1:
                 self.sleep(wait if wait is not None else min(self.max_backoff, self.backoff * 2**attempt))
@@ -158,14 +159,17 @@ class ClaudeAgent:
                                  messages=messages)
             self.count(usage, response)
             content = list(getattr(response, "content", None) or [])
+            garbled = [_make_valid(block) for block in content]  # before they are sent back in the next call
             messages.append({"role": "assistant", "content": content or [{"type": "text", "text": "(empty)"}]})
             results, description = [], None
-            for block in content:
+            for block, bad in zip(content, garbled):
                 kind = getattr(block, "type", None)
                 if kind == "text":
                     last_text = block.text.strip() or last_text
                 elif kind == "tool_use":
                     try:
+                        if bad:
+                            raise ToolError("the tool input is not valid text (a lone surrogate): send it again")
                         out = self.use_tool(block.name, block.input, work, context)
                     except ToolError as e:
                         results.append({"type": "tool_result", "tool_use_id": block.id, "content": str(e),
@@ -230,10 +234,10 @@ class ClaudeAgent:
         usage["calls"] += 1
         if u is None:
             return
-        usage["input_tokens"] += getattr(u, "input_tokens", 0) or 0
-        usage["output_tokens"] += getattr(u, "output_tokens", 0) or 0
-        usage["cache_read_tokens"] += getattr(u, "cache_read_input_tokens", 0) or 0
-        usage["cache_write_tokens"] += getattr(u, "cache_creation_input_tokens", 0) or 0
+        for key, field in (("input_tokens", "input_tokens"), ("output_tokens", "output_tokens"),
+                           ("cache_read_tokens", "cache_read_input_tokens"),
+                           ("cache_write_tokens", "cache_creation_input_tokens")):
+            usage[key] += _count(getattr(u, field, 0))  # a cost never decreases
         p_in, p_out = price(self.model)
         usage["cost_usd"] = (usage["input_tokens"] * p_in + usage["output_tokens"] * p_out
                              + usage["cache_write_tokens"] * p_in * 1.25 + usage["cache_read_tokens"] * p_in * 0.1) / 1e6
@@ -258,7 +262,36 @@ def _bounded(text):
 
 
 def _retry_after(error):
+    """The server's retry-after in seconds (at most 600); None when missing, negative or not a number."""
     try:
-        return min(600.0, float(error.response.headers.get("retry-after")))
+        wait = float(error.response.headers.get("retry-after"))
     except (TypeError, ValueError, AttributeError):
         return None
+    return min(600.0, wait) if math.isfinite(wait) and wait >= 0 else None
+
+
+def _count(value) -> int:
+    """A token count as the API reported it, never negative."""
+    return value if isinstance(value, int) and value > 0 else 0
+
+
+def _valid(value):
+    """value with every string made valid UTF-8 (a lone surrogate becomes '?')."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_valid(k): _valid(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_valid(v) for v in value]
+    return value
+
+
+def _make_valid(block) -> bool:
+    """Make a response block's text and tool input valid UTF-8 in place; whether it was not."""
+    bad = False
+    for attr in ("text", "input"):
+        value = getattr(block, attr, None)
+        if value is not None and _valid(value) != value:
+            setattr(block, attr, _valid(value))
+            bad = True
+    return bad
