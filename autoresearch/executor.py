@@ -65,18 +65,20 @@ class LocalExecutor:
         self.device = None
         self.handoff = self.workdir / ".lab" / "handoff"
         self.sandbox = sandbox.mode()
-        # bytecode under a prefix is written by the lab's device probe and only read by runs (else one
-        # could leave an unchecked .pyc of prepare.py there for the next)
+        self.jail = self.make_jail(cache) if self.sandbox == sandbox.BWRAP else None
+        # the next run's Python, started while the agent works (AUTORESEARCH_PRESTART=0: never)
+        self.prestart = os.environ.get("AUTORESEARCH_PRESTART", "1") != "0"
+        self.prestarted: runner.Prestarted | None = None
+
+    def make_jail(self, cache) -> sandbox.Sandbox:
+        """Where runs read and write. Bytecode under a prefix is written by the lab's device probe and
+        only read by runs (else one could leave an unchecked .pyc of prepare.py there for the next)."""
         prefix = [Path(self.env["PYTHONPYCACHEPREFIX"])] if self.env.get("PYTHONPYCACHEPREFIX") else []
         for path in prefix:
             path.mkdir(parents=True, exist_ok=True)
         readable = (harness.cache_dir(cache), Path(sys.prefix), Path(sys.base_prefix), *prefix)
-        self.jail = sandbox.Sandbox(self.workdir, readable=readable, hidden=(self.workdir / ".lab",),
-                                    writable=(self.handoff, harness.compile_cache_dir())) \
-            if self.sandbox == sandbox.BWRAP else None
-        # the next run's Python, started while the agent works (AUTORESEARCH_PRESTART=0: never)
-        self.prestart = os.environ.get("AUTORESEARCH_PRESTART", "1") != "0"
-        self.prestarted: runner.Prestarted | None = None
+        return sandbox.Sandbox(self.workdir, readable=readable, hidden=(self.workdir / ".lab",),
+                               writable=(self.handoff, harness.compile_cache_dir()))
 
     def probe(self) -> str:
         workspace.clear_untracked(self.workdir)  # the probe imports prepare.py from the worktree, unsandboxed

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ledger
-from .sandbox import Sandbox
+from .sandbox import Sandbox, command
 
 # `step 00042 |  35.2% | loss 3.412345 | lr 1.00 | dt 320ms | 1,640,000 tok/s | mfu 45.8% | epoch 0 | 194s left`
 PROGRESS = re.compile(r"^step (?P<step>\d+) \| +(?P<percent>[\d.]+)% \| loss (?P<loss>[-\w.+]+) \|.*?"
@@ -169,10 +169,9 @@ class Prestarted:
 
     def __init__(self, workdir: Path, env: dict[str, str], sandbox: Sandbox | None = None):
         self.workdir, self.env, self.sandbox = Path(workdir).resolve(), scrubbed_env(env), sandbox
-        argv = [sys.executable, "-c", PRESTART]
-        self.proc = subprocess.Popen(sandbox.wrap(argv) if sandbox else argv, cwd=self.workdir, env=self.env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     start_new_session=True, errors="replace")
+        self.proc = subprocess.Popen(command(sandbox, [sys.executable, "-c", PRESTART]), cwd=self.workdir,
+                                     env=self.env, text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True, errors="replace")
 
     def take(self, workdir: Path, env: dict[str, str], sandbox: Sandbox | None = None) \
             -> tuple[subprocess.Popen | None, str]:
@@ -232,8 +231,7 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
         if note:
             log.write(f"# python {note}\n")
         if proc is None:
-            argv = [sys.executable, "train.py"]
-            proc = subprocess.Popen(sandbox.wrap(argv) if sandbox else argv, cwd=workdir, env=env, text=True,
+            proc = subprocess.Popen(command(sandbox, [sys.executable, "train.py"]), cwd=workdir, env=env, text=True,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
                                     errors="replace")
         if on_start:

@@ -3,9 +3,9 @@
 Inside, train.py sees the whole file system read-only, an empty /tmp of its own (with what the run
 must read bound back in where it lies under /tmp: the worktree, the prepared cache, the Python), an
 empty `.lab/` (the lab's state and lock), and writes only where the lab lets it: the run's hand-off
-directory and the compile cache. It runs in a PID namespace of its own that ends with the run (no daemon outlives it),
-with /proc showing its own processes only (no other process's environment), no network, no
-capabilities (also when the lab runs as root), GPU device files bound in where there are any.
+directory and the compile cache. It runs in a PID namespace of its own that ends with the run (no
+daemon outlives it), with /proc showing its own processes only (no other process's environment), no
+network, no capabilities (also when the lab runs as root), GPU device files bound in where there are any.
 
 Where bwrap is missing (macOS, a Linux without the package) or AUTORESEARCH_SANDBOX=0 asks, runs go
 unsandboxed: `mode()` is then "none", the lab says so in one loud line and every ledger row records it.
@@ -88,3 +88,8 @@ class Sandbox:
             Path(path).mkdir(parents=True, exist_ok=True)
             args += ["--bind", str(path), str(path)]
         return args + ["--chdir", str(self.workdir), "--setenv", "TMPDIR", "/tmp", "--", *argv]
+
+
+def command(jail: Sandbox | None, argv: list[str]) -> list[str]:
+    """argv as it runs: inside `jail`, or as it is where there is none."""
+    return jail.wrap(argv) if jail else list(argv)

@@ -88,9 +88,9 @@ def commit_train(cwd, message: str) -> str:
 
 
 def reset_to(cwd, commit: str) -> None:
-    """Back to `commit` with a clean tree (lab files are ignored, so they stay)."""
+    """Back to `commit` with a clean tree: untracked and ignored files go, the lab's own stay."""
     git(cwd, "reset", "-q", "--hard", commit)
-    git(cwd, "clean", "-q", "-fd")
+    clear_untracked(cwd)
 
 
 def clear_untracked(cwd) -> None:

@@ -291,7 +291,8 @@ def _make_valid(block) -> bool:
     bad = False
     for attr in ("text", "input"):
         value = getattr(block, attr, None)
-        if value is not None and _valid(value) != value:
-            setattr(block, attr, _valid(value))
+        valid = _valid(value)
+        if valid != value:
+            setattr(block, attr, valid)
             bad = True
     return bad
