@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import tiktoken
 import torch
+import torch.nn.functional as F
 
 # ---------------------------------------------------------------------------
 # Profiles: the fixed constants of one prepared cache
@@ -581,40 +582,67 @@ def constants_asked(manifest):
     return {**manifest["constants"], **manifest.get("lowered", {})}
 
 
+def score_rows(logits_of, rows, token_bytes, batch_size, device):
+    """(nats, bytes, uniform nats) over the evaluation rows: logits_of(x) gives the logits for a batch
+    of inputs, the loss of each target token is computed here from them (the model never sees the
+    targets), and special tokens (0 bytes) count in neither sum. "uniform nats" is what a model that
+    knows nothing (uniform over the vocabulary) would score, an upper bound for any real model."""
+    total_nats = torch.zeros((), dtype=torch.float64, device=device)
+    total_bytes = torch.zeros((), dtype=torch.int64, device=device)
+    counted = torch.zeros((), dtype=torch.int64, device=device)
+    vocab = len(token_bytes)
+    for i in range(0, len(rows), batch_size):
+        batch = to_device(rows[i:i + batch_size], device)
+        x, y = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
+        logits = logits_of(x)
+        if tuple(logits.shape) != (*x.shape, vocab):
+            raise ValueError(f"the model returned logits of shape {tuple(logits.shape)} for inputs of shape "
+                             f"{tuple(x.shape)}: expected {(*x.shape, vocab)} (batch, sequence, vocabulary)")
+        loss = F.cross_entropy(logits.reshape(-1, vocab).float(), y.reshape(-1), reduction="none").double()
+        nbytes = token_bytes[y.reshape(-1)]
+        total_nats += (loss * (nbytes > 0)).sum()
+        total_bytes += nbytes.sum()
+        counted += (nbytes > 0).sum()
+    return total_nats.item(), int(total_bytes.item()), int(counted.item()) * math.log(vocab)
+
+
 @torch.no_grad()
 def evaluate_bpb(model, tokenizer, batch_size):
     """Bits per byte on the fixed validation rows: the sum of the model's loss in nats over target
     tokens, divided by ln(2) times the sum of their UTF-8 bytes. Special tokens (0 bytes) are
-    excluded from both sums. The model must return per-token losses for model(x, y, reduction='none').
+    excluded from both sums. The model is called as model(idx) and must return logits of shape
+    (batch, sequence, vocabulary); the loss is computed here.
 
-    The result is also written as json to the file named by AUTORESEARCH_RESULT, so the lab reads
-    the metric from here, not from whatever train.py prints."""
-    manifest = load_manifest()
+    Under the lab (AUTORESEARCH_HANDOFF names the run's hand-off file) nothing is evaluated in this
+    process: the model is written there as a torch.export program (see hand_off), the lab's evaluator
+    computes val_bpb from it outside the experiment, and nan is returned."""
+    if os.environ.get("AUTORESEARCH_HANDOFF"):
+        hand_off(model, batch_size, Path(os.environ["AUTORESEARCH_HANDOFF"]))
+        return math.nan
     device = next(model.parameters()).device
-    rows = validation_rows(tokenizer)
-    token_bytes = get_token_bytes(device)
-    total_nats = torch.zeros((), dtype=torch.float64, device=device)
-    total_bytes = torch.zeros((), dtype=torch.int64, device=device)
-    t0 = time.time()
-    for i in range(0, len(rows), batch_size):
-        batch = to_device(rows[i:i + batch_size], device)
-        x, y = batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
-        loss = model(x, y, reduction="none").view(-1).double()
-        nbytes = token_bytes[y.reshape(-1)]
-        total_nats += (loss * (nbytes > 0)).sum()
-        total_bytes += nbytes.sum()
-    nats, nbytes = total_nats.item(), int(total_bytes.item())
-    val_bpb = nats / (math.log(2) * nbytes)
-    result_path = os.environ.get("AUTORESEARCH_RESULT")
-    if result_path:
-        record = dict(val_bpb=val_bpb, eval_tokens=int(rows[:, 1:].numel()), eval_bytes=nbytes, nats=nats,
-                      eval_seconds=round(time.time() - t0, 3), batch_size=batch_size,
-                      profile=manifest["profile"], data_hash=manifest["data_hash"],
-                      tokenizer_hash=manifest["tokenizer_hash"], time=time.time())
-        tmp = Path(result_path + ".tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        os.replace(tmp, result_path)
-    return val_bpb
+    nats, nbytes, _ = score_rows(model, validation_rows(tokenizer), get_token_bytes(device), batch_size, device)
+    return nats / (math.log(2) * nbytes)
+
+
+def hand_off(model, batch_size, path):
+    """Write model(idx) -> logits as a torch.export program (graph and weights, no Python code) for
+    inputs of the evaluation shape: min(batch_size, rows) x MAX_SEQ_LEN tokens. A model that cannot be
+    exported ends the run with the export error's first line."""
+    import torch.export
+    model = getattr(model, "_orig_mod", model)  # a torch.compile wrapper: the module it compiles
+    device = next(model.parameters()).device
+    constants = load_manifest()["constants"]
+    T = constants["MAX_SEQ_LEN"]
+    example = torch.zeros((max(1, min(batch_size, constants["EVAL_TOKENS"] // T)), T), dtype=torch.long, device=device)
+    try:
+        program = torch.export.export(model, (example,), strict=False).run_decompositions()
+    except Exception as e:
+        lines = str(e).strip().splitlines()
+        raise SystemExit(f"FAIL: the model cannot be exported for the lab's evaluator ({type(e).__name__}: "
+                         f"{lines[0][:200] if lines else ''}); see program.md on what forward may do") from None
+    partial = path.with_name("partial-" + path.name)
+    torch.export.save(program, partial)
+    os.replace(partial, path)  # whole or not at all
 
 
 # ---------------------------------------------------------------------------

@@ -221,8 +221,8 @@ class GPT(nn.Module):
         return 6 * matrices + attention
 
     def forward(self, idx, targets=None, reduction="mean"):
-        """Logits; with targets the loss: their mean, each token's (reduction "none", what evaluate_bpb
-        asks for), or both (reduction "both": the mean, then each token's loss detached)."""
+        """Logits (what evaluate_bpb asks for); with targets, the loss (their mean, or each token's
+        with reduction "none")."""
         T = idx.size(1)
         cos, sin = self.cos[:, :T].to(COMPUTE_DTYPE), self.sin[:, :T].to(COMPUTE_DTYPE)
         x = x0 = norm(self.wte(idx).to(COMPUTE_DTYPE))  # a bf16 residual stream halves activation traffic
@@ -234,13 +234,8 @@ class GPT(nn.Module):
         logits = SOFTCAP * torch.tanh(logits / SOFTCAP)
         if targets is None:
             return logits
-        logits, targets = logits.view(-1, logits.size(-1)), targets.reshape(-1)
-        if reduction != "both":
-            return F.cross_entropy(logits, targets, ignore_index=-1, reduction=reduction)
-        # the compiled model's one graph for training and evaluation: gradients flow from the mean alone,
-        # whose backward pass is the lean one (from per-token losses it peaked 4 GiB higher on an H200)
-        return (F.cross_entropy(logits, targets, ignore_index=-1),
-                F.cross_entropy(logits.detach(), targets, ignore_index=-1, reduction="none"))
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
+                               reduction=reduction)
 
 
 # ---------------------------------------------------------------------------
@@ -479,10 +474,9 @@ def compiled_or_eager(fn):
 
 
 def forward_backward(m):
-    """One pass over the current micro-batch; gradients accumulate over grad_accum_steps passes. The compiled
-    model returns per-token losses too, unused here: the evaluation reads them from the same graph."""
+    """One pass over the current micro-batch; gradients accumulate over grad_accum_steps passes."""
     with autocast:
-        loss = m(x, y) if m is model else m(x, y, reduction="both")[0]
+        loss = m(x, y)
     (loss / grad_accum_steps).backward()
     return loss.detach()
 
@@ -512,35 +506,16 @@ def report(s, loss, progress, epoch):
           f"dt {dt * 1000:.0f}ms | {tokens_per_s:,.0f} tok/s | mfu {mfu} | epoch {epoch} | {left:.0f}s left", flush=True)
 
 
-class ThroughTrainingGraph:
-    """What evaluate_bpb runs when the model is compiled: the training graph itself, with gradients on
-    (its mean loss, and with it what the graph keeps for a backward pass, is dropped at once) and on
-    batches of the training shape, the last one padded. An inference graph of its own, and another for
-    a smaller last batch, would be compiled after training, per experiment: on an H200 the evaluation of
-    262,144 tokens took 11.3 s (cold compile cache) and 1.9 s (warm) that way, and 0.1 s this way."""
-
-    def __init__(self, compiled):
-        self.compiled = compiled
-
-    def parameters(self):
-        return model.parameters()
-
-    def __call__(self, inputs, targets, reduction="none"):
-        assert reduction == "none", "evaluate_bpb asks for per-token losses"
-        n, T = inputs.shape
-        losses = []
-        for i in range(0, n, DEVICE_BATCH_SIZE):
-            xb, yb = inputs[i:i + DEVICE_BATCH_SIZE], targets[i:i + DEVICE_BATCH_SIZE]
-            short = DEVICE_BATCH_SIZE - xb.size(0)
-            if short:
-                xb, yb = (torch.cat([t, t.new_zeros(short, T)]) for t in (xb, yb))
-            with torch.enable_grad():
-                losses.append(self.compiled(xb, yb, reduction="both")[1][:(DEVICE_BATCH_SIZE - short) * T])
-        return torch.cat(losses)
-
-
-def evaluate(m):
-    return evaluate_bpb(m if m is model else ThroughTrainingGraph(m), tokenizer, FINAL_EVAL_BATCH_SIZE)
+def evaluate():
+    """val_bpb of the eager model (under the lab: the model handed off to the lab's evaluator, as a
+    graph of its forward pass). flex_attention, which eagerly would materialize every score, gives way
+    to dense masks first; a compiled graph of its own would cost a compilation per experiment."""
+    global USE_FLEX
+    if USE_FLEX:
+        USE_FLEX = False
+        attach_attention(model)
+    with autocast:
+        return evaluate_bpb(model, tokenizer, FINAL_EVAL_BATCH_SIZE)
 
 
 REPORT_LATE = device.type != "cpu"  # the CPU runs each step to its end before the loop goes on
@@ -577,8 +552,7 @@ if pending:
 timed_steps = step - UNTIMED_STEPS
 total_tokens = step * TOTAL_BATCH_SIZE
 t_eval = time.time()
-with autocast:  # through the compiled model: eager flex_attention would materialize every score
-    val_bpb = compiled_or_eager(evaluate)
+val_bpb = evaluate()
 t_end = time.time()
 steady_tokens_per_s = timed_steps * TOTAL_BATCH_SIZE / training_time if training_time > 0 else 0.0
 mfu_percent = f"{100 * flops_per_token * steady_tokens_per_s / peak:.2f}" if peak else "n/a"

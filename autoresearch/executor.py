@@ -7,9 +7,10 @@ back on its branch when the job ends, so the branch only moves when the schedule
 
 The executor also owns what makes a run cheaper or safer where it runs: the environment (the
 prepared cache, the compile cache, the seed; no secrets), the sandbox (sandbox.py: train.py writes
-only to the run's hand-off directory, `.lab/handoff/`, and the compile cache), a worktree cleared of
-whatever is neither tracked nor the lab's before each run, the Python started ahead while the agent
-works, the device name, and the check after the run that every protected file is as it was.
+only to the run's hand-off directory, `.lab/handoff/`, and the compile cache, and sees no validation
+data), a worktree cleared of whatever is neither tracked nor the lab's before each run, the Python
+started ahead while the agent works, the device name, the check after the run that every protected
+file is as it was, and the lab's evaluator (evaluator.py), which scores the model the run handed off.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from . import guard, harness, ledger, runner, sandbox, workspace
+from .evaluator import Evaluator
 
 
 @dataclass(frozen=True)
@@ -59,26 +61,44 @@ class LocalExecutor:
         budget = self.manifest["constants"]["TIME_BUDGET"]
         # a generous start-up allowance: compilation, data loading, evaluation
         self.timeout = budget + (allowance if allowance is not None else max(180.0, budget))
-        self.env = {"AUTORESEARCH_CACHE": str(harness.cache_dir(cache)),
+        self.handoff = self.workdir / ".lab" / "handoff"
+        self.program = self.handoff / "model.pt2"  # where evaluate_bpb writes the model, under the lab
+        self.env = {"AUTORESEARCH_CACHE": str(harness.cache_dir(cache)), "AUTORESEARCH_HANDOFF": str(self.program),
                     "TORCHINDUCTOR_CACHE_DIR": str(harness.compile_cache_dir())}
         self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again
         self.device = None
-        self.handoff = self.workdir / ".lab" / "handoff"
         self.sandbox = sandbox.mode()
-        self.jail = self.make_jail(cache) if self.sandbox == sandbox.BWRAP else None
+        self.jail, judged = self.make_jails(cache) if self.sandbox == sandbox.BWRAP else (None, None)
+        self.evaluator = Evaluator(self.workdir / "prepare.py", protected.get("prepare.py"),
+                                   {k: v for k, v in self.env.items() if k != "AUTORESEARCH_HANDOFF"}, judged,
+                                   log=self.workdir / ".lab" / "evaluator.log")
         # the next run's Python, started while the agent works (AUTORESEARCH_PRESTART=0: never)
         self.prestart = os.environ.get("AUTORESEARCH_PRESTART", "1") != "0"
         self.prestarted: runner.Prestarted | None = None
 
-    def make_jail(self, cache) -> sandbox.Sandbox:
-        """Where runs read and write. Bytecode under a prefix is written by the lab's device probe and
-        only read by runs (else one could leave an unchecked .pyc of prepare.py there for the next)."""
+    def make_jails(self, cache) -> tuple[sandbox.Sandbox, sandbox.Sandbox]:
+        """Where runs read and write, and where the evaluator reads (it writes nothing). Runs see the
+        validation files as zeros of the same size (the manifest still checks). Bytecode under a prefix
+        is written by the lab's device probe and only read by runs (else one could leave an unchecked
+        .pyc of prepare.py there for the next)."""
         prefix = [Path(self.env["PYTHONPYCACHEPREFIX"])] if self.env.get("PYTHONPYCACHEPREFIX") else []
         for path in prefix:
             path.mkdir(parents=True, exist_ok=True)
-        readable = (harness.cache_dir(cache), Path(sys.prefix), Path(sys.base_prefix), *prefix)
-        return sandbox.Sandbox(self.workdir, readable=readable, hidden=(self.workdir / ".lab",),
-                               writable=(self.handoff, harness.compile_cache_dir()))
+        directory = harness.cache_dir(cache)
+        python = (Path(sys.prefix), Path(sys.base_prefix), *prefix)
+        blanks = self.workdir / ".lab" / "blank"
+        stand_ins = []
+        for name in harness.validation_files(self.manifest):
+            blank = blanks / name.replace("/", "_")
+            blank.parent.mkdir(parents=True, exist_ok=True)
+            with open(blank, "wb") as f:
+                f.truncate(self.manifest["files"][name]["bytes"])  # sparse: no disk spent
+            stand_ins.append((directory / name, blank))
+        hidden = (self.workdir / ".lab",)
+        run = sandbox.Sandbox(self.workdir, readable=(directory, *python), hidden=hidden,
+                              writable=(self.handoff, harness.compile_cache_dir()), stand_ins=tuple(stand_ins))
+        judge = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, *python), hidden=hidden)
+        return run, judge
 
     def probe(self) -> str:
         workspace.clear_untracked(self.workdir)  # the probe imports prepare.py from the worktree, unsandboxed
@@ -88,28 +108,49 @@ class LocalExecutor:
     def start_ahead(self) -> None:
         if self.prestart and self.prestarted is None:
             self.prestarted = runner.Prestarted(self.workdir, self.env, self.jail)
+        self.evaluator.start()
 
     def run(self, job, on_start=None, on_progress=None, should_stop=None) -> runner.RunResult:
         prestarted, self.prestarted = self.prestarted, None
         env = {**self.env, "AUTORESEARCH_SEED": str(job.seed)}
-        expect = dict(data_hash=self.manifest["data_hash"], eval_tokens=self.manifest["constants"]["EVAL_TOKENS"])
         with workspace.checked_out(self.workdir, job.commit, self.branch):
             workspace.clear_untracked(self.workdir)  # what a proposal left in ignored paths goes too
             clear(self.handoff)
-            result = runner.run_training(self.workdir, job.log, self.handoff / "result.json", env,
-                                         self.timeout, expect=expect, on_start=on_start, on_progress=on_progress,
-                                         should_stop=should_stop, prestarted=prestarted, sandbox=self.jail)
+            self.evaluator.ready(self.timeout)  # started, imported and packed: it takes no CPU from the run
+            result = runner.run_training(self.workdir, job.log, env, self.timeout, on_start=on_start,
+                                         on_progress=on_progress, should_stop=should_stop, prestarted=prestarted,
+                                         sandbox=self.jail)
             # before the branch is checked out again, which would quietly put a tampered file back
             reason = guard.check_protected(self.workdir, self.protected)
-        if reason and result.status != "interrupted":
+            if result.status == runner.OK and not reason:
+                self.score(result, job.log)
+        if reason and result.status != runner.INTERRUPTED:
             # train.py touched the harness while it ran: the result cannot be trusted
             result.status, result.reason, result.val_bpb = ledger.REJECTED, "while running: " + reason, None
         return result
+
+    def score(self, result: runner.RunResult, log: Path) -> None:
+        """The run's hand-off scored by the evaluator; its value (or why there is none) ends the log."""
+        scored = self.evaluator.score(self.program, self.timeout)
+        result.status, result.val_bpb, result.record, result.reason = \
+            scored.status, scored.val_bpb, scored.record, scored.reason
+        try:
+            with open(log, "a") as f:
+                if scored.status == runner.OK:
+                    probe = scored.record["probe"]
+                    f.write(f"---\nval_bpb: {scored.val_bpb:.6f}\n# the lab's evaluator: {scored.record['eval_tokens']:,} "
+                            f"tokens in {scored.record['eval_seconds']:.1f}s; causality probe of {probe['cuts']} cuts "
+                            f"passed (largest change {probe['largest_change']:.2g})\n")
+                else:
+                    f.write(f"# the lab's evaluator: {scored.status}: {scored.reason}\n")
+        except OSError:
+            pass
 
     def close(self) -> None:
         if self.prestarted is not None:
             self.prestarted.close()
             self.prestarted = None
+        self.evaluator.close()
 
 
 def clear(directory: Path) -> None:

@@ -49,6 +49,12 @@ def read_manifest(cache=None) -> dict:
     return manifest
 
 
+def validation_files(manifest: dict) -> list[str]:
+    """The cache's files that hold the validation split (prepare.py's load_split("val")): the lab's
+    evaluator reads them, no experiment does."""
+    return sorted(name for name in manifest["files"] if Path(name).name.startswith("val"))
+
+
 def probe_device(workdir: Path, env: dict) -> str:
     """The device train.py will run on, named the same way for every experiment of a run. Where env
     keeps bytecode under a PYTHONPYCACHEPREFIX, the probe writes torch's there (its compiler too), as

@@ -1,5 +1,6 @@
 """Runs train.py once: a subprocess in its own session, a scrubbed environment, output to a log,
-a timeout that kills the whole process group, and the metric read from the harness's record.
+and a timeout that kills the whole process group. Under the lab train.py ends by handing its model
+off (prepare.hand_off); the lab's evaluator (evaluator.py) scores it, not this module.
 The Python that runs it may have been started ahead (`Prestarted`), importing torch while the agent
 was still at work.
 """
@@ -27,10 +28,12 @@ PROGRESS = re.compile(r"^step (?P<step>\d+) \| +(?P<percent>[\d.]+)% \| loss (?P
 # environment variables that never reach train.py: credentials of any kind
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
 # what differs from one run to the next of a loop: a Python started ahead gets them when it is handed the run
-PER_RUN = ("AUTORESEARCH_RESULT", "AUTORESEARCH_SEED")
+PER_RUN = ("AUTORESEARCH_SEED",)
 # a run's log keeps its first LOG_CAP bytes and, past them, its last 200 lines: a train.py printing
 # without end cannot fill the disk
 LOG_CAP = 10_000_000
+# a run's statuses besides the ledger's (ledger.CRASH, TIMEOUT, PRUNED): it ended well; the user stopped it
+OK, INTERRUPTED = "ok", "interrupted"
 SECRET_PREFIXES = ("ANTHROPIC_", "OPENAI_", "AWS_", "AZURE_", "GOOGLE_", "GCP_", "HF_", "HUGGING", "GITHUB_",
                    "GH_", "WANDB_", "CLAUDE")
 
@@ -79,10 +82,10 @@ def scrubbed_env(extra: dict[str, str]) -> dict[str, str]:
 
 @dataclass
 class RunResult:
-    status: str                   # ok, crash, timeout, pruned or interrupted
+    status: str                   # ok, crash, timeout, pruned or interrupted; then the evaluator's
     seconds: float
     val_bpb: float | None = None
-    record: dict = field(default_factory=dict)   # what evaluate_bpb wrote
+    record: dict = field(default_factory=dict)   # what the lab's evaluator computed
     summary: dict = field(default_factory=dict)  # train.py's printed block (informational only)
     reason: str = ""
     last_progress: dict | None = None
@@ -115,6 +118,12 @@ if os.environ.get("AUTORESEARCH_COMPILE", "1" if cuda else "0") != "0":
         CacheBase.get_system(), torch_key()
     except Exception:
         pass  # another torch: its first compile computes them
+if os.environ.get("AUTORESEARCH_HANDOFF"):  # the hand-off's first torch.export imports and traces much
+    import torch.export
+    try:
+        torch.export.export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),), strict=False).run_decompositions()
+    except Exception:
+        pass  # train.py's own export says what is wrong
 line = sys.stdin.readline()
 if not line:
     sys.exit(0)  # the lab went away first
@@ -214,19 +223,17 @@ class Prestarted:
                     pass
 
 
-def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str, str], timeout: float,
-                 expect: dict, on_start=None, on_progress=None, should_stop=None,
-                 prestarted: Prestarted | None = None, sandbox: Sandbox | None = None) -> RunResult:
+def run_training(workdir: Path, log_path: Path, env: dict[str, str], timeout: float, on_start=None,
+                 on_progress=None, should_stop=None, prestarted: Prestarted | None = None,
+                 sandbox: Sandbox | None = None) -> RunResult:
     """Run train.py in workdir, in the Python `prestarted` if one is given and fits, else a fresh one.
-    `expect` holds the manifest's data_hash and EVAL_TOKENS: a record that does not match them is not
-    believed. on_start(pgid) lets the caller note the process group; on_progress(progress) may return
+    on_start(pgid) lets the caller note the process group; on_progress(progress) may return
     a reason to stop the run early, which then ends with status "pruned" and that reason. `sandbox`, if
     given, is where train.py runs (see sandbox.py)."""
-    result_path.unlink(missing_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     with open(log_path, "w") as log:
-        env = scrubbed_env({**env, "AUTORESEARCH_RESULT": str(result_path)})
+        env = scrubbed_env(env)
         proc, note = prestarted.take(workdir, env, sandbox) if prestarted else (None, "")
         if note:
             log.write(f"# python {note}\n")
@@ -268,7 +275,7 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
             if time.time() - t0 > timeout:
                 status = ledger.TIMEOUT
             elif should_stop and should_stop():
-                status = "interrupted"
+                status = INTERRUPTED
             elif abort:
                 status = ledger.PRUNED
             if status:
@@ -282,12 +289,12 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
             log.write("".join(line + "\n" for line in tail))
     seconds = time.time() - t0
     summary = parse_summary("\n".join(tail))
-    result = RunResult(status=status or "ok", seconds=seconds, summary=summary,
+    result = RunResult(status=status or OK, seconds=seconds, summary=summary,
                        last_progress=last[0] if last else None)
     if status == ledger.TIMEOUT:
         result.reason = f"no result after {timeout:.0f}s: killed"
         return result
-    if status == "interrupted":
+    if status == INTERRUPTED:
         result.reason = "stopped by the user"
         return result
     if status == ledger.PRUNED:
@@ -295,19 +302,6 @@ def run_training(workdir: Path, log_path: Path, result_path: Path, env: dict[str
         return result
     if proc.returncode != 0:
         result.status, result.reason = ledger.CRASH, failure_reason(tail, proc.returncode)
-        return result
-    try:
-        record = json.loads(result_path.read_text())
-        value = float(record["val_bpb"])
-    except (OSError, ValueError, KeyError, TypeError):
-        result.status = ledger.CRASH
-        result.reason = "evaluate_bpb recorded no result (train.py must call it; printed numbers are not believed)"
-        return result
-    if not math.isfinite(value) or record.get("data_hash") != expect.get("data_hash") \
-            or record.get("eval_tokens") != expect.get("eval_tokens"):
-        result.status, result.reason = ledger.CRASH, "the recorded result does not match the prepared cache"
-        return result
-    result.val_bpb, result.record = value, record
     return result
 
 

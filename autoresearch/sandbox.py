@@ -2,7 +2,8 @@
 
 Inside, train.py sees the whole file system read-only, an empty /tmp of its own (with what the run
 must read bound back in where it lies under /tmp: the worktree, the prepared cache, the Python), an
-empty `.lab/` (the lab's state and lock), and writes only where the lab lets it: the run's hand-off
+empty `.lab/` (the lab's state and lock), the validation split's files as files of zeros of the same
+size (train.py cannot score itself: the lab's evaluator does, in a sandbox of its own), and writes only where the lab lets it: the run's hand-off
 directory and the compile cache. It runs in a PID namespace of its own that ends with the run (no
 daemon outlives it), with /proc showing its own processes only (no other process's environment), no
 network, no capabilities (also when the lab runs as root), GPU device files bound in where there are any.
@@ -63,13 +64,15 @@ def why_not() -> str | None:
 
 @dataclass(frozen=True)
 class Sandbox:
-    """Where one run may write (`writable`, bound read-write), what it must read wherever it lies
-    (`readable`: under /tmp too), and what it must not see (`hidden`, covered by an empty directory);
+    """Where one process may write (`writable`, bound read-write), what it must read wherever it lies
+    (`readable`: under /tmp or a hidden directory too), what it must not see (`hidden`, covered by an
+    empty directory) and files it sees in place of others (`stand_ins`: (file, what it sees there));
     everything else is read-only, and /tmp empty."""
     workdir: Path
     readable: tuple[Path, ...] = ()
     writable: tuple[Path, ...] = ()
     hidden: tuple[Path, ...] = ()
+    stand_ins: tuple[tuple[Path, Path], ...] = ()
 
     def wrap(self, argv: list[str]) -> list[str]:
         """argv run inside the sandbox, from the worktree (where `mode()` is BWRAP)."""
@@ -78,12 +81,16 @@ class Sandbox:
         for pattern in GPU_DEVICES:
             for device in sorted(glob.glob(pattern)):
                 args += ["--dev-bind", device, device]
-        for path in (self.workdir, *self.readable):
-            if Path(path).exists():
-                args += ["--ro-bind", str(path), str(path)]
+        if Path(self.workdir).exists():
+            args += ["--ro-bind", str(self.workdir), str(self.workdir)]
         for path in self.hidden:
             if Path(path).is_dir():
                 args += ["--tmpfs", str(path)]
+        for path in self.readable:
+            if Path(path).exists():
+                args += ["--ro-bind", str(path), str(path)]
+        for path, stand_in in self.stand_ins:
+            args += ["--ro-bind", str(stand_in), str(path)]
         for path in self.writable:
             Path(path).mkdir(parents=True, exist_ok=True)
             args += ["--bind", str(path), str(path)]

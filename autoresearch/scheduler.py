@@ -266,7 +266,7 @@ class Scheduler:
         result = self.executor.run(job, on_start=self.child_started, on_progress=self.watcher(exp, job, rows),
                                    should_stop=lambda: self.stopping)
         self.state["child_pgid"] = None
-        if result.status == "interrupted":
+        if result.status == runner.INTERRUPTED:
             self.interrupt(exp)
             return False
         return self.record(exp, job, decision, result, time.time())
@@ -300,13 +300,13 @@ class Scheduler:
                         tokens_per_s(result.summary))
         verdict, status, reason, note = None, ledger.RUN, result.reason, ""
         if decision.target == "candidate" and exp.get("kind") != "noise":
-            if result.status != "ok":
+            if result.status != runner.OK:
                 status = result.status
             else:
                 after = self.decide(exp, rows, run)
                 if isinstance(after, Verdict):
                     verdict, status = after, after.status
-        elif result.status != "ok":
+        elif result.status != runner.OK:
             reason = f"{result.status}: {result.reason}"
         elif exp.get("kind") != "baseline":
             why = judge.drift(run, runs, noise)

@@ -7,10 +7,12 @@ train.py, in one process on one card. Prepares nothing: point AUTORESEARCH_CACHE
                              [--big-cache DIR] [--compile-cache DIR]
 
 Runs: cold and warm compile cache; window pattern L; "check", which counts host-device
-synchronizations per training step and also evaluates the trained weights through the eager model
-(the compiled evaluation must agree); "big", a run on another prepared cache (--big-cache, e.g. the
+synchronizations per training step and also hands the trained model off to the lab's evaluator (its
+val_bpb must agree with the in-process one, and its causality probe must pass on this GPU); "big", a run on another prepared cache (--big-cache, e.g. the
 Python source with site-packages), warm cache; "ahead", a warm run as the lab makes it, in a Python
-started 5 s before the hand-over (while the agent works), its fixed overhead counted from the hand-over;
+started 5 s before the hand-over (while the agent works), its model handed off to the lab's evaluator
+(started beforehand, as the lab keeps it warm), its fixed overhead counted from the hand-over to the
+evaluator's answer;
 "edit", a run after an edit of the model as an agent makes one (the MLP's ReLU² becomes GELU), with the
 compile cache the runs before left: what an experiment that changes the model pays, where a change of
 the optimizer's settings alone finds the whole graph cached.
@@ -40,40 +42,53 @@ def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None, ahea
     folder.mkdir()
     shutil.copy(ROOT / "prepare.py", folder)
     (folder / "train.py").write_text(with_training_peak(train_text))
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(compile_cache), AUTORESEARCH_RESULT=str(folder / "r.json"),
-               PYTHONUNBUFFERED="1")
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(compile_cache), PYTHONUNBUFFERED="1")
     if data_cache:
         env["AUTORESEARCH_CACHE"] = str(data_cache)
+    sys.path.insert(0, str(ROOT))
+    from autoresearch import harness, runner
+    from autoresearch.evaluator import Evaluator
+    evaluator = Evaluator(folder / "prepare.py", None, env)
     log = Path(out_dir or workdir) / f"{name}.log"
+    scored = None
     if ahead is None:
         t0 = time.time()
         out = subprocess.run([sys.executable, "train.py"], cwd=folder, env=env, capture_output=True, text=True)
         wall, failed, stdout, stderr = time.time() - t0, out.returncode != 0, out.stdout, out.stderr
         log.write_text(stdout + stderr)
+        if not failed and (folder / "checked.pt2").exists():  # the check run handed its model off too
+            scored = evaluator.score(folder / "checked.pt2", 600)
     else:
-        sys.path.insert(0, str(ROOT))
-        from autoresearch import harness, runner
-        manifest = harness.read_manifest(data_cache)
+        program = folder / "model.pt2"
+        env["AUTORESEARCH_HANDOFF"] = str(program)
+        evaluator.ready(600)
         prestarted = runner.Prestarted(folder, env)
         time.sleep(ahead)
-        result = runner.run_training(folder, log, folder / "r.json", env, timeout=3600, prestarted=prestarted,
-                                     expect=dict(data_hash=manifest["data_hash"],
-                                                 eval_tokens=manifest["constants"]["EVAL_TOKENS"]))
-        wall, failed, stdout, stderr = result.seconds, result.status != "ok", log.read_text(), ""
+        result = runner.run_training(folder, log, env, timeout=3600, prestarted=prestarted)
+        failed = result.status != runner.OK
+        scored = None if failed else evaluator.score(program, 600)
+        wall, stdout, stderr = result.seconds + (scored.record.get("eval_seconds", 0) if scored else 0), log.read_text(), ""
+        failed = failed or scored.status != runner.OK
+    evaluator.close()
     if failed:
-        print(f"{name}: FAILED\n{(stdout + stderr)[-3000:]}", flush=True)
+        print(f"{name}: FAILED\n{(stdout + stderr)[-3000:]}{scored.reason if scored else ''}", flush=True)
         return None
     block = stdout.split("\n---\n", 1)[1]
     summary = {k.strip(): v.strip() for k, v in (ln.split(":", 1) for ln in block.splitlines() if ":" in ln)}
     summary["wall_seconds"] = f"{wall:.1f}"
     summary["fixed_seconds"] = f"{wall - float(summary['training_seconds']):.1f}"
-    summary["eval_tokens"] = json.loads((folder / "r.json").read_text())["eval_tokens"]
+    summary["eval_tokens"] = harness.read_manifest(data_cache)["constants"]["EVAL_TOKENS"]
+    if ahead is not None:
+        summary["val_bpb"] = f"{scored.val_bpb:.6f} (the lab's evaluator)"
+        summary["eval_seconds"] = f"{scored.record['eval_seconds']:.1f} (evaluator)"
     training_peak = re.search(r"^training peak MiB: ([\d.]+)$", stdout, re.M)
     summary["training_peak_mb"] = training_peak.group(1) if training_peak else None
-    eager = re.search(r"^eager val_bpb: ([\d.]+)", stdout, re.M)
-    if eager:  # the checks run: the eager model's val_bpb, and synchronizations per training step
+    if ahead is None and scored is not None:  # the checks run: the evaluator's val_bpb, synchronizations per step
         syncs = stderr.count("called a synchronizing CUDA operation")
-        summary["val_bpb"] += f" (eager {eager.group(1)}; {syncs / (int(summary['num_steps']) - 1):.1f} syncs/step)"
+        probe = scored.record.get("probe", {})
+        evaluated = f"{scored.val_bpb:.6f}" if scored.status == runner.OK else f"{scored.status}: {scored.reason}"
+        summary["val_bpb"] += (f" (evaluator {evaluated}; probe change {probe.get('largest_change')} of "
+                               f"{probe.get('tolerance')}; {syncs / (int(summary['num_steps']) - 1):.1f} syncs/step)")
     return summary
 
 
@@ -91,14 +106,13 @@ def with_pattern(text, pattern):
 
 def with_checks(text):
     """train.py that reports every host-device synchronization of its training steps from the second
-    on (CUDA's sync debug mode), and evaluates its trained weights through the eager model too."""
+    on (CUDA's sync debug mode), and hands its trained model off as the lab would (checked.pt2)."""
     start, stop = "        gc.disable()\n", "t_eval = time.time()\n"
     assert start in text and stop in text, "train.py changed: update with_checks"
     audit = ('        import warnings\n        warnings.simplefilter("always")\n'
              '        if ON_CUDA:\n            torch.cuda.set_sync_debug_mode("warn")\n')
     text = text.replace(start, start + audit, 1).replace(stop, "if ON_CUDA:\n    torch.cuda.set_sync_debug_mode(0)\n" + stop, 1)
-    return text + ('\nwith autocast:\n'
-                   '    print(f"eager val_bpb: {evaluate_bpb(model, tokenizer, FINAL_EVAL_BATCH_SIZE):.6f}")\n')
+    return text + '\nos.environ["AUTORESEARCH_HANDOFF"] = os.path.abspath("checked.pt2")\nevaluate()\n'
 
 
 def with_edited_model(text):

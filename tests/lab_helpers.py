@@ -55,9 +55,11 @@ class Unigram(nn.Module):
     def __init__(self):
         super().__init__()
         self.logits = nn.Parameter(WEIGHT * torch.log(torch.tensor(counts / counts.sum(), dtype=torch.float32)))
-    def forward(self, x, y, reduction="mean"):
-        logits = self.logits.expand(x.numel(), -1)
-        return F.cross_entropy(logits, y.reshape(-1), reduction=reduction)
+    def forward(self, x, y=None, reduction="mean"):
+        logits = self.logits.expand(*x.shape, -1)
+        if y is None:
+            return logits
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction=reduction)
 
 val_bpb = evaluate_bpb(Unigram(), tok, 64) if CALL_EVAL else 9.0
 print("---")

@@ -12,7 +12,7 @@ import prepare
 
 
 class Bigram(nn.Module):
-    """A tiny model with the harness's call shape: model(x, y, reduction='none') -> per-token nats."""
+    """A tiny model with the harness's call shape: model(idx) -> logits (and, with targets, the loss)."""
 
     def __init__(self, vocab, seed=0):
         super().__init__()
@@ -21,6 +21,8 @@ class Bigram(nn.Module):
 
     def forward(self, x, y=None, reduction="mean"):
         logits = self.table[x]
+        if y is None:
+            return logits
         return F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1), reduction=reduction)
 
 
@@ -60,17 +62,18 @@ def test_matches_a_hand_computation_whatever_the_batch_size(use_cache):
     assert max(values) - min(values) < 1e-6
 
 
-def test_writes_the_result_file_for_the_lab(use_cache, tmp_path, monkeypatch):
-    result = tmp_path / "result.json"
-    monkeypatch.setenv("AUTORESEARCH_RESULT", str(result))
+def test_the_model_never_sees_the_targets(use_cache):
+    """The harness computes the loss from the logits: a model that would read targets gets none."""
     tok = prepare.Tokenizer.from_directory()
-    value = prepare.evaluate_bpb(Bigram(tok.get_vocab_size()), tok, 32)
-    record = json.loads(result.read_text())
-    manifest = prepare.load_manifest()
-    assert record["val_bpb"] == value
-    assert record["eval_tokens"] == prepare.EVAL_TOKENS and record["eval_bytes"] > record["eval_tokens"]
-    assert record["data_hash"] == manifest["data_hash"] and record["profile"] == "tiny"
-    assert not list(tmp_path.glob("*.tmp"))
+    seen = []
+
+    class Peeking(Bigram):
+        def forward(self, x, y=None, reduction="mean"):
+            seen.append(y)
+            return super().forward(x, y, reduction)
+
+    assert prepare.evaluate_bpb(Peeking(tok.get_vocab_size()), tok, 32) > 0
+    assert seen and all(y is None for y in seen)
 
 
 def test_special_tokens_are_left_out(tmp_path, monkeypatch):

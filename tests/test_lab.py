@@ -81,7 +81,7 @@ def test_a_printed_val_bpb_is_not_believed(repo, tmp_path):
     lab = new_lab(repo)
     lab.run(ReplayAgent(replay))
     rows = verdicts(check_invariants(lab.workdir))
-    assert rows[1]["status"] == "crash" and "recorded no result" in rows[1]["reason"]
+    assert rows[1]["status"] == "crash" and "handed no model off" in rows[1]["reason"]
     assert rows[2]["status"] == "discard" and float(rows[2]["val_bpb"]) > 1.0
 
 
@@ -206,7 +206,7 @@ def test_a_run_where_torch_has_no_cached_bytecode_caches_it_for_every_experiment
 
 
 PRELOADED = ('import sys\nprint("torch preloaded:", "torch" in sys.modules, "| argv:", sys.argv, "| name:", __name__,'
-             ' "| result:", "AUTORESEARCH_RESULT" in __import__("os").environ, flush=True)\n')
+             ' "| handoff:", "AUTORESEARCH_HANDOFF" in __import__("os").environ, flush=True)\n')
 
 
 def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, monkeypatch):
@@ -238,7 +238,7 @@ def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, m
     assert [r["status"] for r in rows] == ["keep", "keep", "discard", "crash"]
     assert "boom: the model exploded" in rows[3]["reason"]
     logs = [(lab.workdir / "logs" / f"{i:04d}-{r['commit']}-s42.log").read_text() for i, r in enumerate(rows, 1)]
-    same = "| argv: ['train.py'] | name: __main__ | result: True"
+    same = "| argv: ['train.py'] | name: __main__ | handoff: True"
     ahead = "# python started ahead: torch was imported before train.py was handed over\ntorch preloaded: True "
     assert logs[0].startswith(ahead + same) and logs[1].startswith(ahead + same)
     assert logs[2].startswith("# python started fresh: train.py sets environment variables, which torch may "
@@ -273,8 +273,7 @@ def test_a_python_started_ahead_loads_the_compiler_only_where_train_py_compiles(
         env = {k: v for k, v in os.environ.items() if k != "AUTORESEARCH_COMPILE"}
         env.update(AUTORESEARCH_DEVICE="cpu", **({"AUTORESEARCH_COMPILE": compiling} if compiling else {}))
         log = tmp_path / f"{compiling}.log"
-        runner.run_training(tmp_path, log, tmp_path / "r.json", env, 120, expect={},
-                            prestarted=runner.Prestarted(tmp_path, env))
+        runner.run_training(tmp_path, log, env, 120, prestarted=runner.Prestarted(tmp_path, env))
         assert log.read_text().startswith("# python started ahead"), log.read_text()
         assert expected in log.read_text(), log.read_text()
 

@@ -1,6 +1,7 @@
 """The experiment's sandbox, shown by attacks that fail: a train.py that writes to the ledger, the
 lab's state and lock, git's hooks and config, the harness, the prepared cache and the venv, reads
-other processes' environments for a key, reaches the network, and leaves a daemon behind; files a
+other processes' environments for a key, reaches the network, reads the validation split, and leaves
+a daemon behind; files a
 proposal leaves in ignored paths; and the loud line when runs are not sandboxed.
 Run: uv run pytest tests/test_sandbox.py"""
 import http.server
@@ -66,6 +67,11 @@ def secret():
 def network():
     socket.create_connection(("127.0.0.1", PORT), timeout=3).sendall(b"GET /leak HTTP/1.0\\r\\n\\r\\n")
 
+def validation():
+    data = open(os.path.join(os.environ["AUTORESEARCH_CACHE"], "data", "val.bin"), "rb").read(65536)
+    if not any(data):
+        raise PermissionError("the validation split reads as zeros")
+
 def daemon():
     if os.fork() == 0:
         os.setsid()
@@ -88,6 +94,7 @@ attack("cache", lambda: open(glob.glob(os.path.join(os.environ["AUTORESEARCH_CAC
 attack("venv", lambda: append(os.path.join(site.getsitepackages()[0], "zz_sandbox_probe.pth"), "# probe\\n"))
 attack("secret", secret)
 attack("network", network)
+attack("validation", validation)
 daemon()  # it succeeds in starting; what shows is whether it outlives the run
 print("DAEMON started", flush=True)
 '''
@@ -144,7 +151,7 @@ def test_every_attack_from_inside_the_run_fails_and_the_next_run_scores_as_befor
     workdir = repo / "runs" / "s"
     log = "".join(p.read_text() for p in (workdir / "logs").glob("0002-*.log"))  # the hostile run, the best's
     attacks = [line for line in log.splitlines() if line.startswith("ATTACK ")]
-    assert len(attacks) == 11 and "DAEMON started" in log, log
+    assert len(attacks) == 12 and "DAEMON started" in log, log
     assert not [a for a in attacks if a.endswith("succeeded")], "\n".join(attacks)
     assert not (compile_cache / "daemon-alive").exists()
     assert Recording.hits == []

@@ -1,0 +1,133 @@
+"""The lab's side of the evaluator: one process (evaluation.py) started once per loop and kept warm,
+in a sandbox of its own, that turns each run's hand-off into the val_bpb the lab records.
+
+It starts as the first run does (its imports and the packing of the validation rows are then
+paid once), and again after it died or hung. `score` hands it one program and waits for its answer.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ledger
+from .runner import OK, kill_group, scrubbed_env
+from .sandbox import Sandbox, command
+
+# the evaluator's Python: nothing from the directory it starts in is importable, then evaluation.py
+LAUNCH = ("import sys; sys.path[:] = [p for p in sys.path if p not in ('', '.')]; "
+          "import runpy; runpy.run_module('autoresearch.evaluation', run_name='__main__')")
+
+
+@dataclass
+class Scored:
+    status: str                 # runner.OK, ledger.CRASH or ledger.REJECTED
+    val_bpb: float | None = None
+    record: dict = field(default_factory=dict)
+    reason: str = ""
+
+
+class Evaluator:
+    def __init__(self, prepare_py: Path, prepare_sha256: str | None, env: dict[str, str],
+                 jail: Sandbox | None = None, log: Path | None = None):
+        self.argv = [sys.executable, "-c", LAUNCH, str(prepare_py), prepare_sha256 or ""]
+        self.env = scrubbed_env({**env, "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"})
+        self.jail, self.log_path = jail, log
+        self.proc: subprocess.Popen | None = None
+        self.is_ready = False
+        self.lines: queue.Queue = queue.Queue()
+        self.tail: list[str] = []
+
+    def start(self) -> None:
+        """The process, started if it is not running."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.close()
+        self.lines, self.is_ready = queue.Queue(), False
+        self.proc = subprocess.Popen(command(self.jail, self.argv), cwd="/", env=self.env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     start_new_session=True, errors="replace")
+        threading.Thread(target=self.pump, args=(self.proc, self.lines), daemon=True).start()
+
+    @staticmethod
+    def pump(proc: subprocess.Popen, lines: queue.Queue) -> None:
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)  # it exited
+
+    def ready(self, timeout: float) -> None:
+        """Started, and past its imports and the packing of the rows (or exited: `score` says why)."""
+        self.start()
+        deadline = time.time() + timeout
+        while not self.is_ready:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.time()))
+            except queue.Empty:
+                return
+            if line is None:
+                self.lines.put(None)  # for score to see
+                return
+            self.note(line)
+
+    def score(self, program: Path, timeout: float) -> Scored:
+        """The hand-off `program` scored: ok with its val_bpb, rejected or crash with the reason."""
+        if not Path(program).is_file():
+            return Scored(ledger.CRASH, reason="train.py handed no model off: it must end by calling evaluate_bpb "
+                                               "(printed numbers are not believed)")
+        self.start()
+        try:
+            self.proc.stdin.write(json.dumps({"program": str(program)}) + "\n")
+            self.proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # it died: what it said is read below
+        deadline = time.time() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.time()))
+            except queue.Empty:
+                self.close()
+                return Scored(ledger.CRASH, reason=f"the evaluator gave no result in {timeout:.0f}s: killed")
+            if line is None:
+                self.proc.wait()
+                why = self.tail[-1] if self.tail else f"exit code {self.proc.returncode}"
+                self.proc = None
+                return Scored(ledger.CRASH, reason=f"the evaluator exited ({why[:200]})")
+            if line.startswith("RESULT "):
+                break
+            self.note(line)
+        try:
+            record = json.loads(line[len("RESULT "):])
+        except ValueError:
+            return Scored(ledger.CRASH, reason="the evaluator's answer cannot be read")
+        status = record.get("status") if record.get("status") in (OK, ledger.REJECTED) else ledger.CRASH
+        if status != OK:
+            return Scored(status, reason=str(record.get("reason", "")))
+        return Scored(OK, float(record["val_bpb"]), record)
+
+    def note(self, line: str) -> None:
+        """What the evaluator says besides its results: kept in its log, the last lines for reasons."""
+        self.is_ready = self.is_ready or line.startswith("READY ")
+        self.tail = (self.tail + [line])[-20:]
+        if self.log_path:
+            try:
+                with open(self.log_path, "a") as log:
+                    log.write(line + "\n")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                kill_group(self.proc.pid, self.proc)
+            self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()
+                except (OSError, ValueError):
+                    pass
+            self.proc = None
