@@ -3,6 +3,15 @@ The one editable file: a small GPT, its optimizer and its training loop, single 
 It trains for the fixed time budget of the prepared cache, then evaluates val_bpb with the harness.
 
 Usage: uv run train.py        (after `uv run prepare.py`; the lab runs it the same way)
+
+What the lab reads from this file's text and output (tests/test_train.py checks each):
+- the hyperparameter block: the lines between the `# Hyperparameters` rules below, single-line
+  `NAME = value` assignments that the search agent rewrites in place;
+- one progress line per step: `step 00042 |  35.2% | loss 3.412345 | ... | 1,640,000 tok/s | ...`,
+  which the lab parses for its live view and early abort;
+- the summary block after a line `---`: `key: value` lines (val_bpb, training_seconds, num_steps,
+  tokens_per_s, ...), informational: under the lab val_bpb is the evaluator's, not this block's;
+- the end: `evaluate_bpb(model, tokenizer, batch_size)`, with `model(idx)` returning logits.
 """
 
 import gc
@@ -312,7 +321,7 @@ class MuonAdamW:
                 try:
                     self.muon_step(params, state["momentum"], state["second"], hyper)
                 except Exception as e:  # a compiler failure must not cost the experiment: fall back, loudly
-                    if self.muon_step is muon_update:
+                    if self.muon_step is muon_update or not compiler_failed(e):
                         raise
                     banner(f"compiled Muon step failed ({type(e).__name__}): running it eagerly")
                     self.muon_step = muon_update
@@ -459,15 +468,22 @@ def run_eagerly(error):
     return model
 
 
+def compiler_failed(error):
+    """Whether an error is the compiler's own (no working C++ compiler, a GPU that Triton does not
+    support), not the model's: a broken model edit fails with its own error, compiled or not."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    return isinstance(error, BackendCompilerFailed) or type(error).__module__.split(".")[0] == "triton"
+
+
 def compiled_or_eager(fn):
-    """fn(train_model); should the compiled model fail (a compiler missing or broken, an unsupported
-    GPU), once more and from then on with the eager model: a compiler failure must not cost the
-    experiment. Out-of-memory errors and failures of the eager model itself are raised."""
+    """fn(train_model); should the compiler fail, once more and from then on with the eager model: a
+    compiler failure must not cost the experiment. Any other error (the model's own, out of memory)
+    is raised."""
     global train_model
     try:
         return fn(train_model)
     except Exception as e:
-        if train_model is model or isinstance(e, torch.OutOfMemoryError):
+        if train_model is model or not compiler_failed(e):
             raise
         train_model = run_eagerly(e)
         return fn(train_model)

@@ -33,6 +33,7 @@ import types
 import zipfile
 from pathlib import Path
 
+from .harness import device_name
 from .ledger import CRASH, REJECTED
 from .runner import OK
 
@@ -246,7 +247,8 @@ def main(argv: list[str]) -> int:
     prepare = load_harness(Path(argv[0]), argv[1] if len(argv) > 1 else None)
     scorer = Scorer(prepare)
     refuse_pickle()
-    print("READY " + json.dumps(dict(rows=len(scorer.rows), vocab=scorer.vocab)), flush=True)
+    device = device_name(prepare.best_device())  # as the runs see it: the lab names it from here
+    print("READY " + json.dumps(dict(rows=len(scorer.rows), vocab=scorer.vocab, device=device)), flush=True)
     for line in sys.stdin:
         try:
             request = json.loads(line)

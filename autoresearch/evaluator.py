@@ -40,6 +40,7 @@ class Evaluator:
         self.jail, self.log_path = jail, log
         self.proc: subprocess.Popen | None = None
         self.is_ready = False
+        self.info: dict = {}  # what it said when ready: rows, vocabulary, the device's name
         self.lines: queue.Queue = queue.Queue()
         self.tail: list[str] = []
 
@@ -111,7 +112,12 @@ class Evaluator:
 
     def note(self, line: str) -> None:
         """What the evaluator says besides its results: kept in its log, the last lines for reasons."""
-        self.is_ready = self.is_ready or line.startswith("READY ")
+        if line.startswith("READY "):
+            self.is_ready = True
+            try:
+                self.info = json.loads(line[len("READY "):])
+            except ValueError:
+                pass
         self.tail = (self.tail + [line])[-20:]
         if self.log_path:
             try:

@@ -23,6 +23,7 @@ from typing import Callable, Protocol
 
 from . import guard, harness, ledger, runner, sandbox, workspace
 from .evaluator import Evaluator
+from .workspace import LabError
 
 
 @dataclass(frozen=True)
@@ -101,8 +102,17 @@ class LocalExecutor:
         return run, judge
 
     def probe(self) -> str:
-        workspace.clear_untracked(self.workdir)  # the probe imports prepare.py from the worktree, unsandboxed
-        self.device = harness.probe_device(self.workdir, runner.scrubbed_env(self.env))
+        """The device's name, from the evaluator as it starts (it sees the device the runs see); where
+        torch's bytecode must be written first, from a Python of the lab's own, unsandboxed."""
+        if self.env.get("PYTHONPYCACHEPREFIX"):
+            workspace.clear_untracked(self.workdir)  # it imports prepare.py from the worktree
+            self.device = harness.probe_device(self.workdir, runner.scrubbed_env(self.env))
+            return self.device
+        self.evaluator.ready(self.timeout)
+        if not self.evaluator.info.get("device"):
+            why = self.evaluator.tail[-1] if self.evaluator.tail else "it did not start"
+            raise LabError(f"the lab's evaluator could not start Python with torch and the prepared cache: {why}")
+        self.device = self.evaluator.info["device"]
         return self.device
 
     def start_ahead(self) -> None:
@@ -120,6 +130,8 @@ class LocalExecutor:
             result = runner.run_training(self.workdir, job.log, env, self.timeout, on_start=on_start,
                                          on_progress=on_progress, should_stop=should_stop, prestarted=prestarted,
                                          sandbox=self.jail)
+            if result.status != runner.INTERRUPTED:
+                self.start_ahead()  # the next run's Python imports while this one is scored and recorded
             # before the branch is checked out again, which would quietly put a tampered file back
             reason = guard.check_protected(self.workdir, self.protected)
             if result.status == runner.OK and not reason:

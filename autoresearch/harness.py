@@ -55,14 +55,25 @@ def validation_files(manifest: dict) -> list[str]:
     return sorted(name for name in manifest["files"] if Path(name).name.startswith("val"))
 
 
+def device_name(device) -> str:
+    """How the lab names a torch device in every row: the GPU's model, or the CPU's architecture and
+    cores (imports torch: for the processes that run it, not the lab's own)."""
+    import os
+    import platform
+
+    import torch
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.machine()}, {os.cpu_count()} cores)"
+
+
 def probe_device(workdir: Path, env: dict) -> str:
-    """The device train.py will run on, named the same way for every experiment of a run. Where env
-    keeps bytecode under a PYTHONPYCACHEPREFIX, the probe writes torch's there (its compiler too), as
-    the lab's own process: sandboxed experiments only read it."""
+    """The device train.py will run on, named by `device_name`, from a Python of the lab's own (the
+    evaluator names it otherwise). It writes torch's bytecode (its compiler's too) under the
+    PYTHONPYCACHEPREFIX env keeps, as the lab's own process: sandboxed experiments only read it."""
     warm = "import torch._dynamo, torch._inductor.compile_fx; " if env.get("PYTHONPYCACHEPREFIX") else ""
-    code = ("import os, platform, torch, prepare; " + warm + "d = prepare.best_device(); "
-            "print(torch.cuda.get_device_name(d) if d.type == 'cuda' else "
-            "f'{d.type} ({platform.machine()}, {os.cpu_count()} cores)')")
+    code = ("import prepare; " + warm + "from autoresearch.harness import device_name; "
+            "print(device_name(prepare.best_device()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True,
                          timeout=120)
     if out.returncode != 0:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from . import stats
-from .ledger import DISCARD, KEEP
+from .ledger import DISCARD, FAILED, KEEP
 
 DEFAULT_LAMBDA = 0.001 / 20  # bpb per net added line: 0.001 bpb is not worth 20 lines
 DEFAULT_SEED = 42            # s1 of the lab's seed schedule
@@ -62,6 +62,7 @@ class Policy:
     prune_at: tuple = (0.3, 0.5, 0.7)  # checkpoints, as fractions of the time budget
     prune_sigmas: float = 1.0       # how many of the best's seed-to-seed spreads worse a candidate must be there
     seed: int = DEFAULT_SEED        # s1
+    overrun_slack: float = 30.0     # seconds past budget + twice the baseline's start-up before a run overruns
 
     def __post_init__(self):
         if self.name not in POLICIES:
@@ -388,3 +389,21 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
             return (f"pruned at {fraction:.0%} of the budget: training loss {mine:.3f} against the best's "
                     f"{against:.3f} (+{mine - against:.3f}, more than {limit:.3f})")
     return None
+
+
+def overrun(seconds: float, rows: list[dict], budget: float, policy: Policy) -> str | None:
+    """Why a run that took `seconds` by the lab's clock (hand-over to hand-off) trained past its
+    budget, or None. What a run may take beyond the budget is measured on the baseline's runs here
+    (their start-up, compilation, data loading, hand-off): a run overruns when it takes longer than
+    the budget plus twice the most the baseline took beyond it, plus the slack (at least
+    policy.overrun_slack seconds, a quarter of the budget where that is more: a changed model
+    compiles anew). Without a baseline run timed by the lab (an older ledger), nothing overruns."""
+    extra = [float(r["run_seconds"]) - budget for r in rows
+             if r.get("role") == "baseline" and r.get("run_seconds") and r.get("status") not in FAILED]
+    if not extra:
+        return None
+    allowed = budget + 2 * max(0.0, max(extra)) + max(policy.overrun_slack, 0.25 * budget)
+    if seconds <= allowed:
+        return None
+    return (f"trained past its budget: {seconds:.0f} s from start to hand-off, {allowed:.0f} s allowed "
+            f"({budget:g} s of budget, the baseline's start-up {max(0.0, max(extra)):.0f} s twice, and slack)")

@@ -28,7 +28,7 @@ COLUMNS = [
     "experiment", "role", "seed", "run_bpb", "runs", "diff", "diff_low", "diff_high", "noise", "era", "policy",
     "parent", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds",
     "num_steps", "total_tokens_M", "tokens_per_s", "mfu_percent", "peak_vram_mb", "agent", "started", "finished",
-    "lab_seconds", "reason", "device", "sandbox", "profile", "data_hash", "tokenizer_hash", "time_budget",
+    "lab_seconds", "run_seconds", "reason", "device", "sandbox", "profile", "data_hash", "tokenizer_hash", "time_budget",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
 ]
 SEED_COLUMNS = COLUMNS[:5]
@@ -37,10 +37,11 @@ RUN_COLUMNS = ("experiment", "role", "seed", "run_bpb", "era")
 
 # statuses: the verdicts, which end an experiment, and RUN, a row that does not
 KEEP, DISCARD, CRASH, TIMEOUT, REJECTED, PRUNED = "keep", "discard", "crash", "timeout", "rejected", "pruned"
-VERDICTS = (KEEP, DISCARD, CRASH, TIMEOUT, REJECTED, PRUNED)
+OVERRUN = "overrun"  # trained past its budget, by the lab's clock: its number is not judged
+VERDICTS = (KEEP, DISCARD, CRASH, TIMEOUT, REJECTED, PRUNED, OVERRUN)
 RUN = "run"
 STATUSES = VERDICTS + (RUN,)
-FAILED = (CRASH, TIMEOUT)  # ran and produced no number
+FAILED = (CRASH, TIMEOUT, OVERRUN)  # ran and produced no number that counts
 # roles: what a run was for
 ROLES = ("baseline", "candidate", "confirm", "control", "repeat", "verdict")
 # the columns that say where a number was measured: rows that differ here are not comparable
@@ -48,7 +49,7 @@ FINGERPRINT = ("device", "profile", "data_hash", "tokenizer_hash", "time_budget"
 
 
 FORMATS = {"val_bpb": "{:.6f}", "run_bpb": "{:.6f}", "score": "{:.6f}", "diff": "{:.6f}", "diff_low": "{:.6f}",
-           "diff_high": "{:.6f}", "noise": "{:.6f}", "memory_gb": "{:.1f}", "lab_seconds": "{:.3f}",
+           "diff_high": "{:.6f}", "noise": "{:.6f}", "memory_gb": "{:.1f}", "lab_seconds": "{:.3f}", "run_seconds": "{:.1f}",
            "tokens_per_s": "{:.0f}", "cost_usd": "{:.4f}"}
 
 
@@ -126,7 +127,7 @@ def read_frame(path: Path):
     frame = pl.DataFrame({c: [r.get(c, "") for r in rows] for c in columns}, schema={c: pl.Utf8 for c in columns})
     numeric = ["val_bpb", "memory_gb", "experiment", "seed", "run_bpb", "runs", "diff", "diff_low", "diff_high", "noise",
                "era", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds", "num_steps",
-               "total_tokens_M", "tokens_per_s", "mfu_percent", "peak_vram_mb", "lab_seconds", "time_budget",
+               "total_tokens_M", "tokens_per_s", "mfu_percent", "peak_vram_mb", "lab_seconds", "run_seconds", "time_budget",
                "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd"]
     return frame.with_columns([pl.col(c).cast(pl.Float64, strict=False) for c in numeric if c in columns])
 

@@ -294,6 +294,10 @@ class Scheduler:
     def record(self, exp, job, decision: Measure, result, finished: float) -> bool:
         """The finished run's row, with the verdict when it ends the experiment."""
         rows = self.rows()
+        why = judge.overrun(result.seconds, rows, self.budget, self.policy) \
+            if result.status == runner.OK and job.role != "baseline" else None
+        if why:  # its number stays in the log and the reason; it counts for nothing
+            result.status, result.reason, result.val_bpb = ledger.OVERRUN, f"{why}; it scored {result.val_bpb:.6f}", None
         runs, noise = measurements.runs(rows), measurements.noise(rows)
         era = judge.current_era(runs)
         run = judge.Run(exp["number"], short(job.commit), job.seed, job.role, era, result.val_bpb,

@@ -8,7 +8,7 @@
 #                                           # H200 host, estimated: 5.4 min measured before the edit's run)
 #   bash benchmarks/gpu_session.sh corpus   # the big offline corpus prepared there (the profile's
 #                                           # evaluation, lowered to fit: millions of tokens), a run on
-#                                           # it, and the checks run: syncs per step, eager evaluation
+#                                           # it, and the checks run: syncs per step, the lab's evaluator
 #                                           # (2.3 min)
 #   bash benchmarks/gpu_session.sh tests    # the GPU variants of the tests, and the loss head's memory (~2 min)
 # Several modes run one after another in one call (`tests speed`: ~9 min), which saves a machine's
@@ -94,7 +94,7 @@ print(f'compile cache keys {time.time() - t3:.2f} s')" | tee -a "$OUT/imports.md
     ;;
   tests)
     # a failing test is reported, and the measurements after it still run: device time is scarce
-    $PY -m pytest -q -p no:cacheprovider tests/test_train.py -k cuda 2>&1 | tee "$OUT/tests.txt" || {
+    $PY -m pytest -q -p no:cacheprovider tests/test_train.py tests/test_evaluator.py -k cuda 2>&1 | tee "$OUT/tests.txt" || {
       tests_failed=1
       echo "GPU TESTS FAILED (above, and in $OUT/tests.txt); the measurements go on" | tee -a "$OUT/tests.txt"; }
     $PY benchmarks/loss_memory.py | tee "$OUT/loss_memory.md"

@@ -82,8 +82,14 @@ class Counting(Honest):
         return super().forward(x) + 0 * self.calls
 
 
-def test_the_evaluator_agrees_with_the_in_process_evaluation(use_cache, evaluator, tmp_path):
-    model = Honest(seed=5)
+CUDA = pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_the_evaluator_agrees_with_the_in_process_evaluation(use_cache, evaluator, tmp_path, device):
+    """The same weights score the same in train.py's process and in the evaluator (which runs the
+    program on the device it was exported on), and the causality probe passes an honest model."""
+    model = Honest(seed=5).to(device)
     alone = prepare.evaluate_bpb(model, prepare.Tokenizer.from_directory(), 16)
     for batch in (16, 24):  # one that divides the rows, one that leaves a short last batch to pad
         scored = evaluator.score(hand_off(model, tmp_path / f"model-{batch}.pt2", batch), timeout=300)
@@ -91,6 +97,7 @@ def test_the_evaluator_agrees_with_the_in_process_evaluation(use_cache, evaluato
         assert scored.val_bpb == pytest.approx(alone, rel=1e-9)
         record = scored.record
         assert record["eval_tokens"] == prepare.EVAL_TOKENS and record["batch_size"] == batch
+        assert record["device"].startswith(device)
         assert record["probe"]["cuts"] == batch and record["probe"]["largest_change"] <= record["probe"]["tolerance"]
         assert record["val_bpb"] < record["uniform_bpb"]
     assert evaluator.proc.poll() is None  # kept warm across hand-offs

@@ -9,7 +9,7 @@ import pytest
 
 from autoresearch import stats
 from autoresearch.judge import (Experiment, Measure, Noise, Policy, Run, Verdict, curve_at, decide, drift,
-                                estimate_noise, prune)
+                                estimate_noise, overrun, prune)
 
 
 def test_student_t_quantiles_match_the_tables():
@@ -262,3 +262,20 @@ def test_the_best_is_the_mean_over_its_seeds_never_its_luckiest_run():
     verdict = branch.baseline()
     values = [r.val_bpb for r in branch.runs]
     assert verdict.mean == pytest.approx(sum(values) / 3) and verdict.mean > min(values)
+
+
+def test_a_run_overruns_past_its_budget_plus_what_the_baseline_took_beyond_it():
+    """Budget 60 s; the baseline's runs took 70 and 75 s by the lab's clock (15 s beyond it at most):
+    a run may take 60 + 2·15 + the slack (30 s, or a quarter of the budget where that is more)."""
+    rows = [dict(role="baseline", run_seconds="70.0", status="run"), dict(role="baseline", run_seconds="75.0",
+                                                                          status="keep"),
+            dict(role="baseline", run_seconds="900.0", status="crash"),  # a failed run sets nothing
+            dict(role="candidate", run_seconds="500.0", status="discard")]  # nor does a candidate
+    policy = Policy()
+    assert overrun(119.0, rows, 60, policy) is None and overrun(120.0, rows, 60, policy) is None
+    why = overrun(121.0, rows, 60, policy)
+    assert why and "121 s from start to hand-off, 120 s allowed" in why
+    assert overrun(300.0, rows, 600, policy) is None  # a quarter of a long budget: 600 + 0 + 150
+    assert overrun(751.0, rows, 600, policy)
+    assert overrun(10_000.0, [dict(role="baseline", run_seconds="", status="keep")], 60, policy) is None  # older ledger
+    assert overrun(70.0, rows, 60, Policy(overrun_slack=0.0)) is None and overrun(106.0, rows, 60, Policy(overrun_slack=0.0))

@@ -85,6 +85,25 @@ def test_a_printed_val_bpb_is_not_believed(repo, tmp_path):
     assert rows[2]["status"] == "discard" and float(rows[2]["val_bpb"]) > 1.0
 
 
+def test_a_run_that_trains_past_its_budget_is_an_overrun_and_judged_nothing(repo, tmp_path):
+    """The lab's clock, not train.py's: a candidate that takes far longer than the baseline did (here it
+    sleeps before handing off, as work hidden in an untimed step would) is recorded as `overrun` with
+    its number in the reason, and the next experiment is judged as any other."""
+    replay = write_replay(tmp_path / "r.jsonl", [
+        {"description": "trains too long", "train_py": variant(WEIGHT=1.0, SLEEP=25.0)},
+        {"description": "stronger", "train_py": variant(WEIGHT=1.0)},
+    ])
+    lab = new_lab(repo, policy=Policy(baseline_runs=1, overrun_slack=8.0))
+    lab.run(ReplayAgent(replay))
+    rows = check_invariants(lab.workdir)
+    ended = verdicts(rows)
+    assert [r["status"] for r in ended] == ["keep", "overrun", "keep"], [(r["status"], r["reason"]) for r in ended]
+    assert "trained past its budget" in ended[1]["reason"] and "it scored" in ended[1]["reason"]
+    assert ended[1]["val_bpb"] == "" and ended[1]["run_bpb"] == ""
+    assert all(float(r["run_seconds"]) > 0 for r in rows if r["role"] != "verdict")
+    assert float(next(r for r in rows if r["experiment"] == "2")["run_seconds"]) > 25
+
+
 def test_timeout_kills_the_whole_process_group(repo, tmp_path):
     replay = write_replay(tmp_path / "r.jsonl", [{"description": "hangs", "train_py": variant(SLEEP=120.0)}])
     lab = new_lab(repo, allowance=2.0)
@@ -211,7 +230,7 @@ PRELOADED = ('import sys\nprint("torch preloaded:", "torch" in sys.modules, "| a
 
 def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, monkeypatch):
     """Each experiment runs in a Python started before it was handed over (for the baseline, as the
-    loop starts; later, before the agent is asked), which had torch imported by then, unless train.py
+    loop starts; later, as the run before it ends), which had torch imported by then, unless train.py
     sets environment variables (then a fresh one, so torch sees them at import). It runs train.py as
     `python train.py` would, fails the same way, gets no secrets, and none is left behind;
     AUTORESEARCH_PRESTART=0 turns it off."""
@@ -245,9 +264,10 @@ def test_the_next_python_is_started_while_the_agent_works(tmp_path, use_cache, m
                               "read as it is imported\ntorch preloaded: False " + same)
     assert "torch preloaded: True" in logs[3] and "RuntimeError: boom" in logs[3]
     assert all("secret visible: False" in log for log in logs)
-    assert len(started) == 5  # the baseline's, one per proposal asked for, and one for the agent's "nothing more"
-    # the baseline's second seed follows at once: no agent time to start a Python in, and none is offered
-    assert (lab.workdir / "logs" / f"0001-{rows[0]['commit']}-s43.log").read_text().startswith("torch preloaded: False")
+    # one as the loop starts, then one as each run ends (it imports while the run is scored and the agent
+    # works): the baseline's second seed, which follows at once, was started ahead too
+    assert len(started) == 1 + len(list((lab.workdir / "logs").glob("*.log")))
+    assert (lab.workdir / "logs" / f"0001-{rows[0]['commit']}-s43.log").read_text().startswith(ahead + same)
     assert all(p.proc.poll() is not None for p in started)  # none left behind
 
     monkeypatch.setenv("AUTORESEARCH_PRESTART", "0")
