@@ -98,7 +98,8 @@ class LocalExecutor:
         hidden = (self.workdir / ".lab",)
         run = sandbox.Sandbox(self.workdir, readable=(directory, *python), hidden=hidden,
                               writable=(self.handoff, harness.compile_cache_dir()), stand_ins=tuple(stand_ins))
-        judge = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, *python), hidden=hidden)
+        package = Path(__file__).resolve().parent  # the evaluator's own code, wherever the lab is (under /tmp too)
+        judge = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, package, *python), hidden=hidden)
         return run, judge
 
     def probe(self) -> str:
