@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ledger
-from .runner import OK, kill_group, scrubbed_env
+from .runner import OK, scrubbed_env, stop
 from .sandbox import Sandbox, command
 
 # the evaluator's Python: nothing from the directory it starts in is importable, then evaluation.py
@@ -77,9 +77,6 @@ class Evaluator:
 
     def score(self, program: Path, timeout: float) -> Scored:
         """The hand-off `program` scored: ok with its val_bpb, rejected or crash with the reason."""
-        if not Path(program).is_file():
-            return Scored(ledger.CRASH, reason="train.py handed no model off: it must end by calling evaluate_bpb "
-                                               "(printed numbers are not believed)")
         self.start()
         try:
             self.proc.stdin.write(json.dumps({"program": str(program)}) + "\n")
@@ -128,12 +125,5 @@ class Evaluator:
 
     def close(self) -> None:
         if self.proc is not None:
-            if self.proc.poll() is None:
-                kill_group(self.proc.pid, self.proc)
-            self.proc.wait()
-            for stream in (self.proc.stdin, self.proc.stdout):
-                try:
-                    stream.close()
-                except (OSError, ValueError):
-                    pass
+            stop(self.proc)
             self.proc = None

@@ -99,8 +99,8 @@ class LocalExecutor:
         run = sandbox.Sandbox(self.workdir, readable=(directory, *python), hidden=hidden,
                               writable=(self.handoff, harness.compile_cache_dir()), stand_ins=tuple(stand_ins))
         package = Path(__file__).resolve().parent  # the evaluator's own code, wherever the lab is (under /tmp too)
-        judge = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, package, *python), hidden=hidden)
-        return run, judge
+        scoring = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, package, *python), hidden=hidden)
+        return run, scoring
 
     def probe(self) -> str:
         """The device's name, from the evaluator as it starts (it sees the device the runs see); where

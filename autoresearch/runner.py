@@ -214,13 +214,7 @@ class Prestarted:
     def close(self):
         """Stop it, unless it is running an experiment (then run_training owns it)."""
         if not self.proc.stdin.closed:
-            kill_group(self.proc.pid, self.proc)
-            self.proc.wait()
-            for stream in (self.proc.stdin, self.proc.stdout):
-                try:
-                    stream.close()
-                except (OSError, ValueError):
-                    pass
+            stop(self.proc)
 
 
 def run_training(workdir: Path, log_path: Path, env: dict[str, str], timeout: float, on_start=None,
@@ -303,6 +297,19 @@ def run_training(workdir: Path, log_path: Path, env: dict[str, str], timeout: fl
     if proc.returncode != 0:
         result.status, result.reason = ledger.CRASH, failure_reason(tail, proc.returncode)
     return result
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """A child started in its own session, with pipes: its group killed if it runs, reaped, its pipes closed."""
+    if proc.poll() is None:
+        kill_group(proc.pid, proc)
+    proc.wait()
+    for stream in (proc.stdin, proc.stdout):
+        try:
+            if stream is not None:
+                stream.close()
+        except (OSError, ValueError):
+            pass
 
 
 def kill_group(pgid: int, proc: subprocess.Popen | None = None, grace: float = 3.0) -> None:
