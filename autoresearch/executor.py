@@ -56,7 +56,8 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    def __init__(self, workdir: Path, cache, branch: str, protected: dict[str, str], allowance: float | None = None):
+    def __init__(self, workdir: Path, cache, branch: str, protected: dict[str, str], base: str,
+                 allowance: float | None = None):
         self.workdir, self.branch, self.protected = Path(workdir), branch, protected
         self.manifest = harness.read_manifest(cache)
         budget = self.manifest["constants"]["TIME_BUDGET"]
@@ -69,8 +70,11 @@ class LocalExecutor:
         self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again
         self.device = None
         self.sandbox = sandbox.mode()
+        self.harness = self.workdir / ".lab" / "harness"  # the protected prepare.py as committed at init
+        clear(self.harness)
+        (self.harness / "prepare.py").write_text(workspace.file_at(self.workdir, base, "prepare.py"))
         self.jail, judged = self.make_jails(cache) if self.sandbox == sandbox.BWRAP else (None, None)
-        self.evaluator = Evaluator(self.workdir / "prepare.py", protected.get("prepare.py"),
+        self.evaluator = Evaluator(self.harness / "prepare.py", protected.get("prepare.py"),
                                    {k: v for k, v in self.env.items() if k != "AUTORESEARCH_HANDOFF"}, judged,
                                    log=self.workdir / ".lab" / "evaluator.log")
         # the next run's Python, started while the agent works (AUTORESEARCH_PRESTART=0: never)
@@ -99,15 +103,15 @@ class LocalExecutor:
         run = sandbox.Sandbox(self.workdir, readable=(directory, *python), hidden=hidden,
                               writable=(self.handoff, harness.compile_cache_dir()), stand_ins=tuple(stand_ins))
         package = Path(__file__).resolve().parent  # the evaluator's own code, wherever the lab is (under /tmp too)
-        scoring = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, package, *python), hidden=hidden)
+        scoring = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, self.harness, package, *python),
+                                  hidden=hidden)
         return run, scoring
 
     def probe(self) -> str:
         """The device's name, from the evaluator as it starts (it sees the device the runs see); where
         torch's bytecode must be written first, from a Python of the lab's own, unsandboxed."""
         if self.env.get("PYTHONPYCACHEPREFIX"):
-            workspace.clear_untracked(self.workdir)  # it imports prepare.py from the worktree
-            self.device = harness.probe_device(self.workdir, runner.scrubbed_env(self.env))
+            self.device = harness.probe_device(self.harness, runner.scrubbed_env(self.env))
             return self.device
         self.evaluator.ready(self.timeout)
         if not self.evaluator.info.get("device"):

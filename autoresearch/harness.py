@@ -67,17 +67,18 @@ def device_name(device) -> str:
     return f"{device.type} ({platform.machine()}, {os.cpu_count()} cores)"
 
 
-def probe_device(workdir: Path, env: dict) -> str:
-    """The device train.py will run on, named by `device_name`, from a Python of the lab's own (the
-    evaluator names it otherwise). It writes torch's bytecode (its compiler's too) under the
-    PYTHONPYCACHEPREFIX env keeps, as the lab's own process: sandboxed experiments only read it."""
+def probe_device(where: Path, env: dict) -> str:
+    """The device train.py will run on, named by `device_name`, from a Python of the lab's own that
+    imports the prepare.py in `where` (the evaluator names it otherwise). It writes torch's bytecode
+    (its compiler's too) under the PYTHONPYCACHEPREFIX env keeps, as the lab's own process: sandboxed
+    experiments only read it."""
     warm = "import torch._dynamo, torch._inductor.compile_fx; " if env.get("PYTHONPYCACHEPREFIX") else ""
     code = ("import prepare; " + warm + "from autoresearch.harness import device_name; "
             "print(device_name(prepare.best_device()))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", code], cwd=where, env=env, capture_output=True, text=True,
                          timeout=120)
     if out.returncode != 0:
-        raise LabError(f"could not start Python with torch in {workdir}: {out.stderr.strip().splitlines()[-1:]}")
+        raise LabError(f"could not start Python with torch in {where}: {out.stderr.strip().splitlines()[-1:]}")
     return out.stdout.strip()
 
 

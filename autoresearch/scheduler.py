@@ -75,7 +75,7 @@ class Scheduler:
         self.manifest = harness.read_manifest(self.state["cache"])
         self.budget = self.manifest["constants"]["TIME_BUDGET"]
         self.executor = executor or LocalExecutor(self.workdir, self.state["cache"], self.state["branch"],
-                                                  self.state["protected"], allowance)
+                                                  self.state["protected"], self.state["base_commit"], allowance)
         self.display = display or Display(budget=self.budget)
         self.recorder = Recorder(self.results, self.manifest, self.policy, self.display)
         self.stopping = self.asking = False
