@@ -17,9 +17,6 @@ What the lab reads from this file's text and output (tests/test_train.py checks 
 import gc
 import math
 import os
-import platform
-import resource
-import subprocess
 import time
 from dataclasses import dataclass
 
@@ -27,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from prepare import (MAX_SEQ_LEN, PROFILE, TIME_BUDGET, Tokenizer, best_device, evaluate_bpb, make_dataloader,
-                     to_device)
+from harness.machine import Machine, banner
+from prepare import MAX_SEQ_LEN, PROFILE, TIME_BUDGET, Tokenizer, evaluate_bpb, make_dataloader, to_device
 
 # ---------------------------------------------------------------------------
 # Hyperparameters (edit these directly, no CLI flags needed)
@@ -61,30 +58,9 @@ SEED = int(os.environ.get("AUTORESEARCH_SEED", "42"))  # the lab sets the seed; 
 UNTIMED_STEPS = 1       # the first step (compilation, allocator warm-up) does not count against the budget
 FINAL_EVAL_BATCH_SIZE = DEVICE_BATCH_SIZE
 
-# ---------------------------------------------------------------------------
-# Device and precision: the fastest mode this machine supports, and loud about anything less
-# ---------------------------------------------------------------------------
-
-
-def banner(message):
-    print(f"{'!' * 78}\n!! {message}\n{'!' * 78}", flush=True)
-
-
-device = best_device()
-ON_CUDA = device.type == "cuda"
-USE_BF16 = ON_CUDA and torch.cuda.is_bf16_supported()
-# torch.compile: on by default on CUDA only; AUTORESEARCH_COMPILE=0 turns it off, =1 on everywhere
-USE_COMPILE = os.environ.get("AUTORESEARCH_COMPILE", "1" if ON_CUDA else "0") != "0"
-if not USE_BF16:
-    banner(f"fp32 on {device.type}: no bf16 autocast ({'this GPU lacks bf16' if ON_CUDA else 'bf16 is slow off CUDA'})")
-if not USE_COMPILE:
-    banner(f"no torch.compile on {device.type}: {'disabled by AUTORESEARCH_COMPILE=0' if ON_CUDA else 'compiling costs more than it saves in a short budget (AUTORESEARCH_COMPILE=1 forces it)'}")
-USE_FLEX = USE_COMPILE and ON_CUDA  # flex_attention has no backward pass on the CPU
-autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=USE_BF16)
-COMPUTE_DTYPE = torch.bfloat16 if USE_BF16 else torch.float32  # activations; parameters stay fp32
-if ON_CUDA:
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
+# the device, its precision and whether to compile: the fastest this machine supports, loudly about less
+machine = Machine()
+device, autocast, COMPUTE_DTYPE = machine.device, machine.autocast, machine.compute_dtype
 torch.manual_seed(SEED)
 
 # ---------------------------------------------------------------------------
@@ -122,7 +98,7 @@ def window_attention(window, T):
     kernel; short ones use flex_attention when compiled on CUDA, else SDPA with an explicit mask."""
     if window >= T:
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
-    if USE_FLEX:
+    if machine.flex:
         from torch.nn.attention.flex_attention import create_block_mask, flex_attention
         block_mask = create_block_mask(lambda b, h, q, kv: (q >= kv) & (q - kv < window), None, None, T, T,
                                        device=device)
@@ -229,9 +205,8 @@ class GPT(nn.Module):
         attention = sum(12 * self.config.n_head * head_dim * min(w, self.config.sequence_len) for w in self.windows)
         return 6 * matrices + attention
 
-    def forward(self, idx, targets=None, reduction="mean"):
-        """Logits (what evaluate_bpb asks for); with targets, the loss (their mean, or each token's
-        with reduction "none")."""
+    def forward(self, idx, targets=None):
+        """Logits (what evaluate_bpb asks for); with targets, their mean loss."""
         T = idx.size(1)
         cos, sin = self.cos[:, :T].to(COMPUTE_DTYPE), self.sin[:, :T].to(COMPUTE_DTYPE)
         x = x0 = norm(self.wte(idx).to(COMPUTE_DTYPE))  # a bf16 residual stream halves activation traffic
@@ -243,8 +218,7 @@ class GPT(nn.Module):
         logits = SOFTCAP * torch.tanh(logits / SOFTCAP)
         if targets is None:
             return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1,
-                               reduction=reduction)
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
 
 
 # ---------------------------------------------------------------------------
@@ -299,8 +273,8 @@ class MuonAdamW:
     def __init__(self, groups):
         self.param_groups = groups
         self.state = {}
-        # on CUDA the Muon step is compiled: dozens of small kernels become a few
-        self.muon_step = torch.compile(muon_update, dynamic=False) if USE_COMPILE else muon_update
+        # compiled (on CUDA), the Muon step's dozens of small kernels become a few
+        self.muon_step = machine.compiled(muon_update, "Muon step")
 
     @torch.no_grad()
     def step(self):
@@ -318,14 +292,7 @@ class MuonAdamW:
                 # to_device copies without waiting for the backward pass to finish on the GPU
                 hyper = to_device(torch.tensor([group["lr"], group["momentum"], group["weight_decay"]]),
                                   params[0].device)
-                try:
-                    self.muon_step(params, state["momentum"], state["second"], hyper)
-                except Exception as e:  # a compiler failure must not cost the experiment: fall back, loudly
-                    if self.muon_step is muon_update or not compiler_failed(e):
-                        raise
-                    banner(f"compiled Muon step failed ({type(e).__name__}): running it eagerly")
-                    self.muon_step = muon_update
-                    self.muon_step(params, state["momentum"], state["second"], hyper)
+                self.muon_step(params, state["momentum"], state["second"], hyper)
                 continue
             beta1, beta2 = group["betas"]
             for p in params:
@@ -369,51 +336,11 @@ def lr_multiplier(progress):
 
 
 # ---------------------------------------------------------------------------
-# Provenance: what produced this run
-# ---------------------------------------------------------------------------
-
-# dense bf16 tensor-core peak in TFLOP/s, for MFU; longer names first so "H100 PCIe" wins over "H100"
-PEAK_TFLOPS = [("H100 PCIe", 756.0), ("H100", 989.5), ("H200", 989.5), ("H800", 989.5), ("GH200", 989.5),
-               ("B200", 2250.0), ("A100", 312.0), ("A800", 312.0), ("L40S", 362.0), ("L40", 181.0),
-               ("L4", 121.0), ("A10G", 70.0), ("A10", 125.0), ("RTX 4090", 165.2), ("RTX 3090", 71.0)]
-
-
-def device_name():
-    if ON_CUDA:
-        return torch.cuda.get_device_name(device)
-    return f"{device.type}: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-
-
-def peak_flops():
-    name = device_name() if ON_CUDA else ""
-    for key, tflops in PEAK_TFLOPS:
-        if key in name:
-            return tflops * 1e12
-    return None  # CPU, MPS or an unknown GPU: MFU is not reported
-
-
-def git_commit():
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "none"
-    except (OSError, subprocess.TimeoutExpired):
-        return "none"
-
-
-def peak_memory_mb():
-    if ON_CUDA:
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak resident memory off CUDA
-
-
-# ---------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------
 
 t_start = time.time()
-print(f"provenance: commit {git_commit()} | torch {torch.__version__} | python {platform.python_version()} | "
-      f"device {device_name()} | profile {PROFILE} | seed {SEED}", flush=True)
-
+machine.provenance(PROFILE, SEED)
 tokenizer = Tokenizer.from_directory()
 t_tokenizer = time.time()
 model_dim = ((DEPTH * ASPECT_RATIO + HEAD_DIM - 1) // HEAD_DIM) * HEAD_DIM
@@ -431,8 +358,15 @@ def attach_attention(model):
         block.attn.attend = by_window[window]
 
 
+def dense_attention():
+    """Dense masks in place of flex_attention, which materializes every score when not compiled."""
+    if machine.flex:
+        machine.flex = False
+        attach_attention(model)
+
+
 attach_attention(model)
-if not USE_FLEX and any(w < MAX_SEQ_LEN for w in model.windows):
+if not machine.flex and any(w < MAX_SEQ_LEN for w in model.windows):
     banner("short windows through a dense mask (flex_attention needs torch.compile and CUDA): slower than 'L'")
 t_model = time.time()
 num_params = sum(p.numel() for p in model.parameters())
@@ -444,49 +378,14 @@ tokens_per_pass = DEVICE_BATCH_SIZE * MAX_SEQ_LEN
 assert TOTAL_BATCH_SIZE % tokens_per_pass == 0, "TOTAL_BATCH_SIZE must be a multiple of DEVICE_BATCH_SIZE * MAX_SEQ_LEN"
 grad_accum_steps = TOTAL_BATCH_SIZE // tokens_per_pass
 optimizer = build_optimizer(model)
-train_model = torch.compile(model, dynamic=False) if USE_COMPILE else model
+# after a compiler failure: the eager model, dense masks, and no gradient a half-done pass left
+train_model = machine.compiled(model, "model", on_fallback=lambda: (dense_attention(), model.zero_grad(set_to_none=True)))
 train_loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train", device=device, seed=SEED)
 x, y, epoch = next(train_loader)
 print(f"startup: tokenizer {t_tokenizer - t_start:.1f}s | model and attention masks {t_model - t_tokenizer:.1f}s | "
       f"optimizer and first batch {time.time() - t_model:.1f}s", flush=True)
-peak = peak_flops()
 print(f"budget {TIME_BUDGET}s | {TOTAL_BATCH_SIZE:,} tokens/step in {grad_accum_steps} passes of "
       f"{DEVICE_BATCH_SIZE}x{MAX_SEQ_LEN}", flush=True)
-
-
-def run_eagerly(error):
-    """After the compiled model failed to compile or run: the eager model from here on, with dense
-    masks in place of flex_attention (which materializes every score when not compiled)."""
-    global USE_FLEX
-    lines = str(error).strip().splitlines()
-    banner(f"the compiled model failed ({type(error).__name__}: {lines[0][:200] if lines else ''}): "
-           "running eagerly, slower (AUTORESEARCH_COMPILE=0 skips the attempt)")
-    if USE_FLEX:
-        USE_FLEX = False
-        attach_attention(model)
-    model.zero_grad(set_to_none=True)  # drop what a half-done pass accumulated
-    return model
-
-
-def compiler_failed(error):
-    """Whether an error is the compiler's own (no working C++ compiler, a GPU that Triton does not
-    support), not the model's: a broken model edit fails with its own error, compiled or not."""
-    from torch._dynamo.exc import BackendCompilerFailed
-    return isinstance(error, BackendCompilerFailed) or type(error).__module__.split(".")[0] == "triton"
-
-
-def compiled_or_eager(fn):
-    """fn(train_model); should the compiler fail, once more and from then on with the eager model: a
-    compiler failure must not cost the experiment. Any other error (the model's own, out of memory)
-    is raised."""
-    global train_model
-    try:
-        return fn(train_model)
-    except Exception as e:
-        if train_model is model or not compiler_failed(e):
-            raise
-        train_model = run_eagerly(e)
-        return fn(train_model)
 
 
 def forward_backward(m):
@@ -497,46 +396,35 @@ def forward_backward(m):
     return loss.detach()
 
 
-def report(s, loss, progress, epoch):
-    """Step s is done: its time, the budget it spends, the divergence check, its progress line. A step's
-    time runs from the end of the step before to its own end. On CUDA and MPS, which queue work, the
-    loop reports each step one step late, with the next one already queued: reading the loss waits for
-    the step to finish, and the device never idles while the host waits."""
-    global smooth_loss, training_time, t_done, first_step_seconds
-    loss_value = loss.item()
+def wait_for(loss):
+    """A step's loss as a number (reading it waits for the step to finish) and the step's time, from
+    the end of the step before to its own end."""
+    global t_done
+    value = loss.item()
     now = time.time()
     dt, t_done = now - t_done, now
-    if s == 0:
-        first_step_seconds = dt  # mostly compilation when compiled
-    if s >= UNTIMED_STEPS:
-        training_time += dt
+    return value, dt
+
+
+def report(s, loss_value, progress, epoch, dt):
+    """The divergence check and the progress line of step s."""
+    global smooth_loss
     if not math.isfinite(loss_value) or loss_value > 100:  # NaN > 100 is False: check finiteness too
         print(f"FAIL: training diverged at step {s} (loss {loss_value})", flush=True)
         raise SystemExit(1)
     smooth_loss = 0.9 * smooth_loss + 0.1 * loss_value
-    shown_loss = smooth_loss / (1 - 0.9 ** (s + 1))
     tokens_per_s = TOTAL_BATCH_SIZE / dt
-    mfu = f"{100 * flops_per_token * tokens_per_s / peak:.1f}%" if peak else "n/a"
-    left = max(0.0, TIME_BUDGET - training_time)
-    print(f"step {s:05d} | {100 * progress:5.1f}% | loss {shown_loss:.6f} | lr {lr_multiplier(progress):.2f} | "
-          f"dt {dt * 1000:.0f}ms | {tokens_per_s:,.0f} tok/s | mfu {mfu} | epoch {epoch} | {left:.0f}s left", flush=True)
+    print(f"step {s:05d} | {100 * progress:5.1f}% | loss {smooth_loss / (1 - 0.9 ** (s + 1)):.6f} | "
+          f"lr {lr_multiplier(progress):.2f} | dt {dt * 1000:.0f}ms | {tokens_per_s:,.0f} tok/s | "
+          f"mfu {machine.mfu(flops_per_token, tokens_per_s)}% | epoch {epoch} | "
+          f"{max(0.0, TIME_BUDGET - training_time):.0f}s left", flush=True)
 
 
-def evaluate():
-    """val_bpb of the eager model (under the lab: the model handed off to the lab's evaluator, as a
-    graph of its forward pass). flex_attention, which eagerly would materialize every score, gives way
-    to dense masks first; a compiled graph of its own would cost a compilation per experiment."""
-    global USE_FLEX
-    if USE_FLEX:
-        USE_FLEX = False
-        attach_attention(model)
-    with autocast:
-        return evaluate_bpb(model, tokenizer, FINAL_EVAL_BATCH_SIZE)
-
-
-REPORT_LATE = device.type != "cpu"  # the CPU runs each step to its end before the loop goes on
-step, training_time, smooth_loss = 0, 0.0, 0.0
-pending = None  # on CUDA and MPS: (step, loss on the device, progress, epoch) of the step not yet reported
+# On CUDA and MPS, which queue work, each step is timed and reported one step late, with the next one
+# already queued: the device never idles while the host waits. The CPU finishes each step in the loop.
+REPORT_LATE = device.type != "cpu"
+step, training_time, smooth_loss, first_step_seconds = 0, 0.0, 0.0, 0.0
+pending = None  # on CUDA and MPS: (step, loss on the device, progress, epoch) of the step not yet timed
 t_loop = t_done = time.time()
 while True:
     progress = min(training_time / TIME_BUDGET, 1.0)
@@ -546,7 +434,7 @@ while True:
             group["momentum"] = 0.85 + 0.10 * min(step / 300, 1.0)  # momentum warms up from 0.85 to 0.95
             group["weight_decay"] = WEIGHT_DECAY * (1 - progress)
     for _ in range(grad_accum_steps):
-        train_loss = compiled_or_eager(forward_backward)
+        train_loss = train_model.run(forward_backward)
         x, y, epoch = next(train_loader)
     optimizer.step()
     model.zero_grad(set_to_none=True)
@@ -558,34 +446,29 @@ while True:
     if REPORT_LATE:
         done, pending = pending, done
     if done:
-        report(*done)
+        loss_value, dt = wait_for(done[1])
+        if done[0] == 0:
+            first_step_seconds = dt  # mostly compilation when compiled
+        if done[0] >= UNTIMED_STEPS:
+            training_time += dt  # the training clock: only timed steps spend the budget
+        report(done[0], loss_value, done[2], done[3], dt)
     step += 1
     if step > UNTIMED_STEPS and training_time >= TIME_BUDGET:
         break
-if pending:
-    report(*pending)  # waits for the last step
+if pending:  # the last step, still queued
+    loss_value, dt = wait_for(pending[1])
+    training_time += dt
+    report(pending[0], loss_value, pending[2], pending[3], dt)
 
 timed_steps = step - UNTIMED_STEPS
-total_tokens = step * TOTAL_BATCH_SIZE
 t_eval = time.time()
-val_bpb = evaluate()
+dense_attention()  # the eager model is evaluated (under the lab: handed off), not a compiled graph of its own
+with autocast:
+    val_bpb = evaluate_bpb(model, tokenizer, FINAL_EVAL_BATCH_SIZE)
 t_end = time.time()
 steady_tokens_per_s = timed_steps * TOTAL_BATCH_SIZE / training_time if training_time > 0 else 0.0
-mfu_percent = f"{100 * flops_per_token * steady_tokens_per_s / peak:.2f}" if peak else "n/a"
-
-print("---")
-print(f"val_bpb:          {val_bpb:.6f}")
-print(f"training_seconds: {training_time:.1f}")
-print(f"total_seconds:    {t_end - t_start:.1f}")
-print(f"peak_vram_mb:     {peak_memory_mb():.1f}")
-print(f"mfu_percent:      {mfu_percent}")
-print(f"total_tokens_M:   {total_tokens / 1e6:.1f}")
-print(f"num_steps:        {step}")
-print(f"num_params_M:     {num_params / 1e6:.1f}")
-print(f"depth:            {DEPTH}")
-print(f"tokens_per_s:     {steady_tokens_per_s:.0f}")
-print(f"startup_seconds:  {t_loop - t_start:.1f}")
-print(f"first_step_seconds: {first_step_seconds:.1f}")
-print(f"eval_seconds:     {t_end - t_eval:.1f}")
-print(f"device:           {device_name()}")
-print(f"profile:          {PROFILE}")
+machine.summary(val_bpb, training_seconds=training_time, total_seconds=t_end - t_start,
+                peak_vram_mb=machine.peak_memory_mb(), mfu_percent=machine.mfu(flops_per_token, steady_tokens_per_s, digits=2),
+                total_tokens_M=step * TOTAL_BATCH_SIZE / 1e6, num_steps=step, num_params_M=num_params / 1e6,
+                depth=DEPTH, tokens_per_s=f"{steady_tokens_per_s:.0f}", startup_seconds=t_loop - t_start,
+                first_step_seconds=first_step_seconds, eval_seconds=t_end - t_eval, profile=PROFILE)

@@ -3,25 +3,24 @@ decoded packed rows with document starts marked, and tokenizer checks."""
 from __future__ import annotations
 
 import html
-from pathlib import Path
 
 import altair as alt
 import numpy as np
 import polars as pl
 
-from .harness import load_prepare
+from harness.packing import load_split
+from harness.tokenizer import token_bytes as read_token_bytes
 
 BOS_MARK = "⟨BOS⟩"
 SAMPLE_TOKENS = 2_000_000  # bytes per token is measured on at most this many tokens per split
-harness = load_prepare()
 
 
 def split_stats(directory, manifest) -> pl.DataFrame:
     """Documents, tokens and UTF-8 bytes per token (over up to SAMPLE_TOKENS tokens) of each split."""
-    token_bytes = np.load(Path(directory) / "tokenizer" / "token_bytes.npy", allow_pickle=False)
+    token_bytes = read_token_bytes(directory)
     rows = []
     for split in ("train", "val"):
-        tokens, offsets = harness.load_split(split, directory)
+        tokens, offsets = load_split(split, directory)
         sample = np.asarray(tokens[:SAMPLE_TOKENS]).astype(np.int64)
         nbytes = token_bytes[sample]
         text_tokens = int((nbytes > 0).sum())  # special tokens (BOS) have no bytes
@@ -34,7 +33,7 @@ def split_stats(directory, manifest) -> pl.DataFrame:
 
 def length_histogram(directory, max_seq_len: int, bins: int = 40):
     """Document lengths in tokens (log-spaced bins, stacked by split), the sequence length marked."""
-    lengths = {s: np.diff(harness.load_split(s, directory)[1]) for s in ("train", "val")}
+    lengths = {s: np.diff(load_split(s, directory)[1]) for s in ("train", "val")}
     top = max(int(max(v.max() for v in lengths.values() if len(v))), 2)
     edges = np.unique(np.geomspace(1, top + 1, bins + 1).round().astype(np.int64))
     counts = {split: np.histogram(values, bins=edges)[0] for split, values in lengths.items()}
@@ -83,14 +82,14 @@ def tokenizer_checks(tokenizer, directory, manifest) -> pl.DataFrame:
     """Round trips and sizes that must hold for the cache to be usable."""
     sample = "def add(a, b):\n    return a + b  # héllo wörld, ünïcode ✓ 🙂\n\n\tTabs and   spaces.\n"
     ids = tokenizer.encode(sample)
-    tokens, offsets = harness.load_split("val", directory)
+    tokens, offsets = load_split("val", directory)
     lengths = np.diff(offsets[:1001])
     short = np.flatnonzero(lengths <= 4000)  # a whole document (a cut one could end inside a merge)
     i = int(short[0]) if len(short) else 0
     doc = [int(t) for t in tokens[int(offsets[i]) + 1:min(int(offsets[i + 1]), int(offsets[i]) + 4001)]]
     doc_text = tokenizer.decode(doc)
     vocab = tokenizer.get_vocab_size()
-    token_bytes = np.load(Path(directory) / "tokenizer" / "token_bytes.npy", allow_pickle=False)
+    token_bytes = read_token_bytes(directory)
     checks = [
         ("vocab size matches the profile", f"{vocab:,} vs VOCAB_SIZE {manifest['constants']['VOCAB_SIZE']:,}",
          vocab == manifest["constants"]["VOCAB_SIZE"]),

@@ -2,8 +2,9 @@
 
 `evaluator.Evaluator` starts it once per loop (in a sandbox of its own: it reads the prepared cache,
 the hand-off directory and the harness, writes nothing, has no network) as
-`python -c LAUNCH PREPARE_PY SHA256`. It runs the harness from prepare.py's source, checked against
-the protected hash (no bytecode file is ever read), packs the validation rows once, then answers
+`python -c LAUNCH FOLDER HASHES`. It runs the harness (prepare.py and harness/) from the folder's
+sources, each checked against its protected hash (no bytecode file is ever read), packs the
+validation rows once, then answers
 each line `{"program": PATH}` on stdin with one line `RESULT {json}`:
 
 - the archive is checked before anything in it is loaded: a torch.export zip with one graph of
@@ -23,6 +24,9 @@ Its statuses: "ok" (val_bpb and the record), "rejected" (the hand-off broke a ru
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.abc
+import importlib.util
 import json
 import math
 import os
@@ -33,7 +37,6 @@ import types
 import zipfile
 from pathlib import Path
 
-from .harness import device_name
 from .ledger import CRASH, REJECTED
 from .runner import OK
 
@@ -50,16 +53,45 @@ class Rejected(Exception):
     """The hand-off broke a rule; the message says which, in one line."""
 
 
-def load_harness(path: Path, sha256: str | None) -> types.ModuleType:
-    """prepare.py run from its source as the module `prepare`, if it hashes as protected."""
-    source = Path(path).read_bytes()
-    if sha256 and hashlib.sha256(source).hexdigest() != sha256:
-        raise SystemExit(f"FAIL: {path} is not the protected prepare.py: the evaluator will not run it")
-    module = types.ModuleType("prepare")
-    module.__file__ = str(path)
-    sys.modules["prepare"] = module
-    exec(compile(source, str(path), "exec"), module.__dict__)
-    return module
+class CheckedSource(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Imports `prepare` and the `harness` package from the sources in one folder, each one only if it
+    hashes as protected (hashes: path under the folder -> sha256; None checks nothing), run from its
+    source: no bytecode file is read or written."""
+
+    def __init__(self, folder: Path, hashes: dict[str, str] | None):
+        self.folder, self.hashes = Path(folder), hashes
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "prepare" and name.split(".")[0] != "harness":
+            return None
+        parts = name.split(".")
+        package = self.folder.joinpath(*parts) / "__init__.py"
+        where = package if package.is_file() else self.folder.joinpath(*parts[:-1], parts[-1] + ".py")
+        if not where.is_file():  # never from elsewhere on the path: the lab's own copy is not checked
+            raise ModuleNotFoundError(f"{name} is not part of the harness in {self.folder}")
+        return importlib.util.spec_from_file_location(name, where, loader=self,
+                                                      submodule_search_locations=[str(where.parent)]
+                                                      if where.name == "__init__.py" else None)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        path = Path(module.__spec__.origin)
+        source = path.read_bytes()
+        name = path.relative_to(self.folder).as_posix()
+        if self.hashes is not None and self.hashes.get(name) != hashlib.sha256(source).hexdigest():
+            raise SystemExit(f"FAIL: {name} is not the protected {name}: the evaluator will not run it")
+        exec(compile(source, str(path), "exec"), module.__dict__)
+
+
+def load_harness(folder: Path, hashes: dict[str, str] | None) -> types.ModuleType:
+    """The harness (prepare.py and harness/) run from the folder's sources, each checked against its
+    protected hash; whatever of it was imported before (the lab's own copy) is forgotten first."""
+    for name in [n for n in sys.modules if n == "prepare" or n.split(".")[0] == "harness"]:
+        del sys.modules[name]
+    sys.meta_path.insert(0, CheckedSource(folder, hashes))
+    return importlib.import_module("prepare")
 
 
 def refuse_pickle():
@@ -244,10 +276,11 @@ def first_line(error: BaseException) -> str:
 
 def main(argv: list[str]) -> int:
     os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
-    prepare = load_harness(Path(argv[0]), argv[1] if len(argv) > 1 else None)
+    prepare = load_harness(Path(argv[0]), json.loads(argv[1]) if len(argv) > 1 and argv[1] else None)
     scorer = Scorer(prepare)
     refuse_pickle()
-    device = device_name(prepare.best_device())  # as the runs see it: the lab names it from here
+    from harness.machine import best_device, device_name
+    device = device_name(best_device())  # as the runs see it: the lab names it from here
     print("READY " + json.dumps(dict(rows=len(scorer.rows), vocab=scorer.vocab, device=device)), flush=True)
     for line in sys.stdin:
         try:

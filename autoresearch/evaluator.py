@@ -33,9 +33,11 @@ class Scored:
 
 
 class Evaluator:
-    def __init__(self, prepare_py: Path, prepare_sha256: str | None, env: dict[str, str],
+    def __init__(self, folder: Path, hashes: dict[str, str] | None, env: dict[str, str],
                  jail: Sandbox | None = None, log: Path | None = None):
-        self.argv = [sys.executable, "-c", LAUNCH, str(prepare_py), prepare_sha256 or ""]
+        """folder holds the harness (prepare.py, harness/) it runs, each file only if it has its sha256
+        in hashes (None: unchecked)."""
+        self.argv = [sys.executable, "-c", LAUNCH, str(folder), json.dumps(hashes) if hashes is not None else ""]
         self.env = scrubbed_env({**env, "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"})
         self.jail, self.log_path = jail, log
         self.proc: subprocess.Popen | None = None

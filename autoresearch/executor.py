@@ -70,11 +70,11 @@ class LocalExecutor:
         self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again
         self.device = None
         self.sandbox = sandbox.mode()
-        self.harness = self.workdir / ".lab" / "harness"  # the protected prepare.py as committed at init
-        clear(self.harness)
-        (self.harness / "prepare.py").write_text(workspace.file_at(self.workdir, base, "prepare.py"))
+        self.harness_copy = self.workdir / ".lab" / "harness"  # prepare.py and harness/ as committed at init
+        self.harness_hashes = {path: sha for path, sha in protected.items() if harness.is_harness(path)}
+        harness_at(self.workdir, base, self.harness_hashes, self.harness_copy)
         self.jail, judged = self.make_jails(cache) if self.sandbox == sandbox.BWRAP else (None, None)
-        self.evaluator = Evaluator(self.harness / "prepare.py", protected.get("prepare.py"),
+        self.evaluator = Evaluator(self.harness_copy, self.harness_hashes,
                                    {k: v for k, v in self.env.items() if k != "AUTORESEARCH_HANDOFF"}, judged,
                                    log=self.workdir / ".lab" / "evaluator.log")
         # the next run's Python, started while the agent works (AUTORESEARCH_PRESTART=0: never)
@@ -103,7 +103,7 @@ class LocalExecutor:
         run = sandbox.Sandbox(self.workdir, readable=(directory, *python), hidden=hidden,
                               writable=(self.handoff, harness.compile_cache_dir()), stand_ins=tuple(stand_ins))
         package = Path(__file__).resolve().parent  # the evaluator's own code, wherever the lab is (under /tmp too)
-        scoring = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, self.harness, package, *python),
+        scoring = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, self.harness_copy, package, *python),
                                   hidden=hidden)
         return run, scoring
 
@@ -111,7 +111,7 @@ class LocalExecutor:
         """The device's name, from the evaluator as it starts (it sees the device the runs see); where
         torch's bytecode must be written first, from a Python of the lab's own, unsandboxed."""
         if self.env.get("PYTHONPYCACHEPREFIX"):
-            self.device = harness.probe_device(self.harness, runner.scrubbed_env(self.env))
+            self.device = harness.probe_device(self.harness_copy, runner.scrubbed_env(self.env))
             return self.device
         self.evaluator.ready(self.timeout)
         if not self.evaluator.info.get("device"):
@@ -168,6 +168,16 @@ class LocalExecutor:
             self.prestarted.close()
             self.prestarted = None
         self.evaluator.close()
+
+
+def harness_at(workdir: Path, commit: str, files, dest: Path) -> None:
+    """The harness's files as committed at `commit`, written under dest (emptied first), where no run
+    reaches: what the evaluator and the device probe run, whatever a proposal did to the worktree."""
+    clear(dest)
+    for path in files:
+        target = dest / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(workspace.file_at(workdir, commit, path))
 
 
 def clear(directory: Path) -> None:

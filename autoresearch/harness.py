@@ -1,22 +1,27 @@
-"""What the lab needs to know about the prepared cache, read without importing torch.
+"""The lab's side of the harness: the prepared cache read through harness/manifest.py (no torch), the
+harness's protected files, and the caches the lab keeps for its runs (compiled kernels, bytecode).
 
-The fixed harness itself (prepare.py) is run, never imported: the lab only reads its manifest.
+The fixed harness itself (prepare.py, harness/) runs in the processes the lab starts, never in the lab.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from harness import manifest as _manifest
+
 from .workspace import LabError
 
-PREPARE_HINT = "uv run prepare.py --source python --profile tiny"
-
-
 def cache_dir(cache=None) -> Path:
-    return Path(cache or os.environ.get("AUTORESEARCH_CACHE", "~/.cache/autoresearch")).expanduser().resolve()
+    return _manifest.cache_dir(cache).resolve()
+
+
+def is_harness(path: str) -> bool:
+    """Whether a tracked file is part of the harness that runs train.py and scores it: prepare.py and
+    the harness package (the lab's evaluator runs exactly these, each checked by its hash)."""
+    return path == "prepare.py" or (path.startswith("harness/") and path.endswith(".py"))
 
 
 def compile_cache_dir() -> Path:
@@ -32,39 +37,31 @@ def cache_home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser()
 
 
+def harness_hashes(root: Path) -> dict[str, str]:
+    """sha256 of each file of the harness under root as it is on disk (what `is_harness` names)."""
+    import hashlib
+    root = Path(root)
+    files = [root / "prepare.py", *sorted((root / "harness").glob("*.py"))]
+    return {f.relative_to(root).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def copy_harness(root: Path, dest: Path) -> None:
+    """prepare.py and harness/ from a checkout into dest, a folder to run a train.py in."""
+    import shutil
+    for name in harness_hashes(root):
+        (Path(dest) / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(Path(root) / name, Path(dest) / name)
+
+
 def read_manifest(cache=None) -> dict:
     """The cache's manifest; a missing or broken cache is a LabError naming the command that fixes it."""
-    directory = cache_dir(cache)
-    path = directory / "manifest.json"
-    if not path.exists():
-        raise LabError(f"no prepared data in {directory}: run `{PREPARE_HINT}` first (or set AUTORESEARCH_CACHE)")
     try:
-        manifest = json.loads(path.read_text())
-        for name, meta in manifest["files"].items():
-            if (directory / name).stat().st_size != meta["bytes"]:
-                raise ValueError(f"{name} has the wrong size")
-        manifest["constants"]["TIME_BUDGET"], manifest["data_hash"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise LabError(f"the cache in {directory} is broken ({e}): run `{PREPARE_HINT} --force`") from None
-    return manifest
+        return _manifest.load_manifest(cache_dir(cache))
+    except _manifest.CacheError as e:
+        raise LabError(str(e)) from None
 
 
-def validation_files(manifest: dict) -> list[str]:
-    """The cache's files that hold the validation split (prepare.py's load_split("val")): the lab's
-    evaluator reads them, no experiment does."""
-    return sorted(name for name in manifest["files"] if Path(name).name.startswith("val"))
-
-
-def device_name(device) -> str:
-    """How the lab names a torch device in every row: the GPU's model, or the CPU's architecture and
-    cores (imports torch: for the processes that run it, not the lab's own)."""
-    import os
-    import platform
-
-    import torch
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({platform.machine()}, {os.cpu_count()} cores)"
+validation_files = _manifest.validation_files
 
 
 def probe_device(where: Path, env: dict) -> str:
@@ -73,8 +70,8 @@ def probe_device(where: Path, env: dict) -> str:
     (its compiler's too) under the PYTHONPYCACHEPREFIX env keeps, as the lab's own process: sandboxed
     experiments only read it."""
     warm = "import torch._dynamo, torch._inductor.compile_fx; " if env.get("PYTHONPYCACHEPREFIX") else ""
-    code = ("import prepare; " + warm + "from autoresearch.harness import device_name; "
-            "print(device_name(prepare.best_device()))")
+    code = ("import prepare; " + warm + "from harness.machine import best_device, device_name; "
+            "print(device_name(best_device()))")
     out = subprocess.run([sys.executable, "-c", code], cwd=where, env=env, capture_output=True, text=True,
                          timeout=120)
     if out.returncode != 0:
@@ -109,18 +106,3 @@ def bytecode_env(module="torch") -> dict:
         return {}
     prefix = os.environ.get("PYTHONPYCACHEPREFIX") or str(cache_home() / "autoresearch-pyc")
     return {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": prefix}
-
-
-def load_prepare():
-    """The repository's prepare.py as the module `prepare` (the one already imported, if it is that
-    file), for the parts of the lab that display what the harness made."""
-    import importlib.util
-    path = Path(__file__).resolve().parents[1] / "prepare.py"
-    module = sys.modules.get("prepare")
-    if module is not None and Path(getattr(module, "__file__", "")).resolve() == path:
-        return module
-    spec = importlib.util.spec_from_file_location("prepare", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["prepare"] = module
-    spec.loader.exec_module(module)
-    return module

@@ -13,6 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import prepare  # noqa: E402
+from harness import sources  # noqa: E402
 
 
 def reference_loader(tokenizer, texts, B, T, buffer_size=1000, tokenize_batch=128):
@@ -60,7 +61,7 @@ def tokens_per_second(loader, B, T, seconds):
 
 def main(seconds=3.0, repeats=3):
     tokenizer = prepare.Tokenizer.from_directory()
-    texts = [text for group, text in prepare.python_documents() if not prepare.is_val(group)]
+    texts = [text for group, text in sources.python_documents() if not sources.is_val(group)]
     print(f"{len(texts):,} documents; {torch.get_num_threads()} torch threads; device cpu; "
           f"{repeats} runs of {seconds:.0f} s, median tokens/s")
     print("| B x T | reference (tokenize on the fly) | make_dataloader | ratio |")

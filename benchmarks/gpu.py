@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,8 @@ def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None, ahea
     the hand-over (the agent at work), its wall time counted from the hand-over."""
     folder = workdir / name
     folder.mkdir()
-    shutil.copy(ROOT / "prepare.py", folder)
+    from autoresearch.harness import copy_harness
+    copy_harness(ROOT, folder)
     (folder / "train.py").write_text(with_training_peak(train_text))
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(compile_cache), PYTHONUNBUFFERED="1")
     if data_cache:
@@ -48,7 +48,7 @@ def run(name, train_text, compile_cache, workdir, out_dir, data_cache=None, ahea
     sys.path.insert(0, str(ROOT))
     from autoresearch import harness, runner
     from autoresearch.evaluator import Evaluator
-    evaluator = Evaluator(folder / "prepare.py", None, env)
+    evaluator = Evaluator(folder, None, env)
     log = Path(out_dir or workdir) / f"{name}.log"
     scored = None
     if ahead is None:

@@ -99,7 +99,7 @@ class MixAgent:
 def measure(text: str, cache: Path, seeds, tmp: Path) -> list[float]:
     """train.py as given, run alone at each seed: its val_bpb."""
     folder = Path(tempfile.mkdtemp(dir=tmp))
-    (folder / "prepare.py").write_text((ROOT / "prepare.py").read_text())
+    harness.copy_harness(ROOT, folder)
     (folder / "train.py").write_text(text)
     values = []
     for seed in seeds:

@@ -23,8 +23,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from autoresearch import runner  # noqa: E402
 from autoresearch.judge import Policy  # noqa: E402
-from autoresearch import runner  # noqa: E402
-from autoresearch.judge import Policy  # noqa: E402
 from autoresearch.recorder import Display  # noqa: E402
 from autoresearch.scheduler import Scheduler, init_run  # noqa: E402
 from autoresearch.agents.replay import ReplayAgent  # noqa: E402

@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import prepare  # noqa: E402
+from harness import sources  # noqa: E402
 
 
 def measure(val, train, groups_of):
@@ -18,12 +18,12 @@ def measure(val, train, groups_of):
     files = {split: defaultdict(set) for split in ("val", "train")}
     for split, texts in (("val", val), ("train", train)):
         for text in texts:
-            files[split][groups_of[text]] |= prepare.line_hashes(text, 8)
-    long_train = set().union(*(prepare.line_hashes(t, 40) for t in train))
+            files[split][groups_of[text]] |= sources.line_hashes(text, 8)
+    long_train = set().union(*(sources.line_hashes(t, 40) for t in train))
     seen = total = mostly_seen = 0
     val_long = defaultdict(set)
     for text in val:
-        val_long[groups_of[text]] |= prepare.line_hashes(text, 40)
+        val_long[groups_of[text]] |= sources.line_hashes(text, 40)
     for lines in val_long.values():
         hit = len(lines & long_train)
         seen, total = seen + hit, total + len(lines)
@@ -51,18 +51,17 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--site-packages", action="store_true", help="the stdlib and site-packages, not the stdlib alone")
     args = p.parse_args()
-    ns = argparse.Namespace(source="python", include_site_packages=args.site_packages, max_chars=None)
     groups_of = {}
-    for group, text in prepare.python_documents(args.site_packages):
+    for group, text in sources.python_documents(args.site_packages):
         groups_of.setdefault(text, group)  # exact copies: the first one met, as prepare keeps it
     rows = {}
-    ours = prepare.near_copy_roots
+    ours = sources.near_copy_roots
     for name, rule in (("file by file (reference)", lambda documents: {}), ("near-copies together (prepare.py)", ours)):
-        prepare.near_copy_roots = rule
+        sources.near_copy_roots = rule
         t0 = time.perf_counter()
-        splits, chars, duplicates, near = prepare.collect_documents(ns, Path("/nonexistent"))
+        splits, chars, duplicates, near = sources.collect_documents("python", Path("/nonexistent"), include_site_packages=args.site_packages)
         seconds = time.perf_counter() - t0
-        prepare.near_copy_roots = ours
+        sources.near_copy_roots = ours
         rows[name] = dict(measure(splits["val"], splits["train"], groups_of), seconds=seconds, near=near)
     print(f"\npython source{' with site-packages' if args.site_packages else ''}, Python {sys.version.split()[0]}: "
           f"{chars / 1e6:.1f} M characters, {len(set(groups_of.values())):,} files, {duplicates:,} exact copies left out")

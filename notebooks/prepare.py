@@ -13,7 +13,7 @@
 """Prepare the data and look at what was made: documents, tokens, a packed batch, the tokenizer.
 
 Open it from the repository root:  uv run marimo edit notebooks/prepare.py
-Preparing runs prepare.py's own CLI (prepare.main) in the kernel; nothing runs until you press the
+Preparing calls the harness's build (harness.build.prepare) in the kernel; nothing runs until you press the
 button. The cache shown is the folder in the "cache" box (default: AUTORESEARCH_CACHE).
 """
 
@@ -44,6 +44,7 @@ with app.setup:
     harness = importlib.import_module("prepare")
     if Path(harness.__file__).resolve() != REPO / "prepare.py":
         raise ImportError(f"imported {harness.__file__} instead of {REPO / 'prepare.py'}")
+    from harness import build
 
     from autoresearch.cache_view import (BOS_MARK, SAMPLE_TOKENS, decoded_rows, length_histogram, split_stats,
                                          tokenizer_checks)
@@ -116,28 +117,23 @@ def _():
 def do_prepare(cache_box, eval_tokens, force, max_chars, path_box, profile, run_prepare, set_generation, source,
                time_budget):
     mo.stop(not run_prepare.value, mo.md("_Press **prepare** to build (or confirm) the cache._"))
-    _args = ["--source", source.value, "--profile", profile.value, "--cache", cache_box.value]
-    if source.value == "files":
-        _args += ["--path", path_box.value]
-    if max_chars.value:
-        _args += ["--max-chars", str(int(max_chars.value))]
-    if time_budget.value:
-        _args += ["--time-budget", str(int(time_budget.value))]
-    if eval_tokens.value:
-        _args += ["--eval-tokens", str(int(eval_tokens.value))]
-    if force.value:
-        _args.append("--force")
-    with mo.status.spinner(title=f"prepare.py {' '.join(_args)}"):
+    _options = dict(source=source.value, profile=profile.value, cache=cache_box.value,
+                    path=path_box.value if source.value == "files" else None,
+                    max_chars=int(max_chars.value) or None, time_budget=int(time_budget.value) or None,
+                    eval_tokens=int(eval_tokens.value) or None, force=bool(force.value))
+    _call = "prepare(" + ", ".join(f"{k}={v!r}" for k, v in _options.items() if v not in (None, False)) + ")"
+    with mo.status.spinner(title=_call):
         _out = io.StringIO()  # stdout and stderr (tqdm's bars) in the order they were written
         with contextlib.redirect_stdout(_out), contextlib.redirect_stderr(_out):
             try:
-                _code = harness.main(_args)
+                build.prepare(**_options)
+                _code = 0
             except Exception as _e:  # shown, not raised: the notebook stays usable
                 _code = f"{type(_e).__name__}: {_e}"
     set_generation(lambda n: n + 1)
     _log = console_text(_out.getvalue())
     mo.vstack([
-        mo.callout(mo.md(f"`prepare.py {' '.join(_args)}` " + ("finished" if _code == 0 else f"failed: {_code}")),
+        mo.callout(mo.md(f"`{_call}` " + ("finished" if _code == 0 else f"failed: {_code}")),
                    kind="success" if _code == 0 else "danger"),
         mo.plain_text(_log),
     ])

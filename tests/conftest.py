@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import prepare  # noqa: E402
+from harness import build, manifest  # noqa: E402
 
 # Small enough to prepare in a few seconds, big enough for a meaningful run.
 TINY_ARGS = ["--source", "python", "--profile", "tiny", "--max-chars", "4000000",
@@ -20,13 +21,13 @@ TINY_ARGS = ["--source", "python", "--profile", "tiny", "--max-chars", "4000000"
 
 
 def run_prepare(cache, *args):
-    """prepare.py's CLI, in-process; returns its exit code."""
-    return prepare.main([*args, "--cache", str(cache)])
+    """prepare.py's CLI (harness/build.py's main), in-process; returns its exit code."""
+    return build.main([*args, "--cache", str(cache)])
 
 
 def forget_constants():
     """Drop the constants prepare cached from an earlier manifest."""
-    for name in prepare._CONSTANTS:
+    for name in (*manifest.CONSTANTS, "PROFILE"):
         prepare.__dict__.pop(name, None)
 
 

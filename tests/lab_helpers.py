@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import ROOT
 
-from autoresearch import ledger, state, workspace
+from autoresearch import harness, ledger, state, workspace
 
 # A train.py that honours the harness contract in ~3 s: a unigram model mixed with the uniform one
 # by WEIGHT (1.0 is best), NOISE that moves it with the seed, and knobs for the failure paths.
@@ -89,8 +89,9 @@ def variant(**knobs) -> str:
 def make_repo(path: Path, train_text: str = FAKE_TRAIN) -> Path:
     """A git repository with the project's harness, manual and a train.py, one commit."""
     path.mkdir(parents=True)
-    for name in ("prepare.py", "program.md", ".gitignore"):
+    for name in ("program.md", ".gitignore"):
         shutil.copy(ROOT / name, path / name)
+    harness.copy_harness(ROOT, path)
     (path / "train.py").write_text(train_text)
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=path, check=True)
     subprocess.run(["git", "add", "-A"], cwd=path, check=True)

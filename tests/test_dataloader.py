@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 import prepare
+from harness.packing import Packer
 
 
 def docs_of(split):
@@ -50,7 +51,7 @@ def test_packing_uses_every_token_exactly_once():
         next_id += n
     tokens = np.concatenate(docs)
     offsets = np.concatenate([[0], np.cumsum([len(d) for d in docs])])
-    packer = prepare._Packer(tokens, offsets, bos, lambda epoch: np.arange(len(docs)), buffer_size=30, wrap=False)
+    packer = Packer(tokens, offsets, bos, lambda epoch: np.arange(len(docs)), buffer_size=30, wrap=False)
     rows = []
     while True:
         row = np.full(65, -1)

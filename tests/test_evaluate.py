@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import prepare
+from harness import build
 
 
 class Bigram(nn.Module):
@@ -82,7 +83,7 @@ def test_special_tokens_are_left_out(tmp_path, monkeypatch):
     lines = [json.dumps({"text": f"short record number {i} says {'hi ' * (i % 7)}"}) for i in range(10000)]
     (tmp_path / "corpus" / "records.jsonl").write_text("\n".join(lines))
     cache = tmp_path / "cache"
-    assert prepare.main(["--source", "files", "--path", str(tmp_path / "corpus"), "--vocab-size", "400",
+    assert build.main(["--source", "files", "--path", str(tmp_path / "corpus"), "--vocab-size", "400",
                          "--eval-tokens", "1024", "--cache", str(cache)]) == 0
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(cache))
     tok = prepare.Tokenizer.from_directory()

@@ -3,7 +3,6 @@ agreement with the in-process evaluation and by hand-offs that try to cheat and 
 that sees the future, one worse than knowing nothing, state that changes between calls, and archives
 crafted to run code or hide objects.
 Run: uv run pytest tests/test_evaluator.py"""
-import hashlib
 import json
 import math
 import pickle
@@ -16,6 +15,7 @@ import torch.nn as nn
 import prepare
 from autoresearch import ledger, runner
 from autoresearch.evaluator import Evaluator
+from autoresearch.harness import harness_hashes
 from conftest import ROOT
 
 
@@ -42,8 +42,7 @@ class Honest(nn.Module):
 @pytest.fixture(scope="module")
 def evaluator(tiny_cache, tmp_path_factory):
     """One evaluator for the module's tests, kept warm between hand-offs as the lab keeps it."""
-    sha = hashlib.sha256((ROOT / "prepare.py").read_bytes()).hexdigest()
-    judge = Evaluator(ROOT / "prepare.py", sha, {"AUTORESEARCH_CACHE": str(tiny_cache), "AUTORESEARCH_DEVICE": "cpu"},
+    judge = Evaluator(ROOT, harness_hashes(ROOT), {"AUTORESEARCH_CACHE": str(tiny_cache), "AUTORESEARCH_DEVICE": "cpu"},
                       log=tmp_path_factory.mktemp("evaluator") / "evaluator.log")
     yield judge
     judge.close()
@@ -192,10 +191,12 @@ def test_no_hand_off_and_a_dead_evaluator_are_crashes_with_a_reason(use_cache, e
     assert evaluator.is_ready  # its start-up line was read on the way: the next run does not wait for it
 
 
-def test_a_changed_harness_is_not_run(use_cache, tmp_path):
-    judge = Evaluator(ROOT / "prepare.py", "0" * 64, {"AUTORESEARCH_CACHE": str(use_cache)})
+@pytest.mark.parametrize("changed", ["prepare.py", "harness/packing.py"])
+def test_a_changed_harness_is_not_run(use_cache, tmp_path, changed):
+    hashes = dict(harness_hashes(ROOT), **{changed: "0" * 64})
+    judge = Evaluator(ROOT, hashes, {"AUTORESEARCH_CACHE": str(use_cache)})
     try:
             scored = judge.score(hand_off(Honest(), tmp_path / "m.pt2"), timeout=300)
     finally:
         judge.close()
-    assert scored.status == ledger.CRASH and "not the protected prepare.py" in scored.reason, scored.reason
+    assert scored.status == ledger.CRASH and f"{changed} is not the protected" in scored.reason, scored.reason

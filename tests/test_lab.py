@@ -115,9 +115,11 @@ def test_timeout_kills_the_whole_process_group(repo, tmp_path):
 
 def test_guard_rejections_are_recorded_and_never_committed(repo, tmp_path):
     original = (repo / "prepare.py").read_text()
-    (repo / "prepare.py").write_text(original.replace("VAL_PERCENT = 5", "VAL_PERCENT = 50"))
-    edit_prepare = workspace.git(repo, "diff", "prepare.py")
-    (repo / "prepare.py").write_text(original)
+    sources = (repo / "harness" / "sources.py").read_text()  # the harness's modules are protected too
+    (repo / "harness" / "sources.py").write_text(sources.replace("VAL_PERCENT = 5", "VAL_PERCENT = 50"))
+    edit_prepare = workspace.git(repo, "diff", "harness/sources.py")
+    (repo / "harness" / "sources.py").write_text(sources)
+    assert edit_prepare
     new_file = ("diff --git a/helper.py b/helper.py\nnew file mode 100644\n--- /dev/null\n+++ b/helper.py\n"
                 "@@ -0,0 +1 @@\n+print('sneaky')\n")
     outside = ("diff --git a/../outside.py b/../outside.py\n--- a/../outside.py\n+++ b/../outside.py\n"
@@ -138,7 +140,7 @@ def test_guard_rejections_are_recorded_and_never_committed(repo, tmp_path):
     # sandboxed, the tampering fails (the harness is read-only); else the check after the run catches it
     sandboxed = sandbox.mode() == sandbox.BWRAP
     assert [r["status"] for r in rows[1:]] == ["rejected"] * 5 + ["crash" if sandboxed else "rejected"]
-    assert "prepare.py" in reasons[0] and "only train.py may change" in reasons[0]
+    assert "harness/sources.py" in reasons[0] and "only train.py may change" in reasons[0]
     assert "helper.py is a new file" in reasons[1]
     assert "does not apply" in reasons[2]
     assert "does not compile" in reasons[3]

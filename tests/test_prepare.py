@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import prepare
+from harness import manifest as cache_manifest, packing
 from conftest import ROOT, TINY_ARGS, forget_constants, python_env, run_prepare
 
 
@@ -18,7 +19,7 @@ def test_manifest_records_profile_constants_overrides_and_hashes(tiny_cache):
     assert manifest["source"]["name"] == "python" and manifest["source"]["max_chars"] == 4_000_000
     assert len(manifest["tokenizer_hash"]) == 64 and len(manifest["data_hash"]) == 64
     for name, meta in manifest["files"].items():
-        assert prepare.file_sha256(tiny_cache / name) == meta["sha256"]
+        assert cache_manifest.file_sha256(tiny_cache / name) == meta["sha256"]
     assert manifest["tokens"]["train"] > 10 * manifest["tokens"]["val"] > 0
 
 
@@ -58,8 +59,8 @@ def test_a_cache_from_another_python_says_what_differs(tiny_cache):
     """After a Python upgrade the same command asks for another corpus: the error names it."""
     manifest = json.loads((tiny_cache / "manifest.json").read_text())
     wanted = dict(manifest, source=dict(manifest["source"], python="3.99.0"))
-    assert prepare.cache_differences(manifest, wanted) == f"source python {manifest['source']['python']} there, 3.99.0 asked"
-    assert prepare.cache_differences(manifest, manifest) == ""
+    assert cache_manifest.cache_differences(manifest, wanted) == f"source python {manifest['source']['python']} there, 3.99.0 asked"
+    assert cache_manifest.cache_differences(manifest, manifest) == ""
 
 
 def test_missing_cache_says_which_command_to_run(tmp_path, monkeypatch):
@@ -116,7 +117,7 @@ def test_a_profile_asking_more_evaluation_than_the_corpus_holds_is_lowered_to_fi
     assert 0 < used < asked and used % T == 0 and f"EVAL_TOKENS lowered from the small profile's {asked:,} to {used:,}" in out
     tok = prepare.Tokenizer.from_directory(cache / "tokenizer")
     tokens, offsets = prepare.load_split("val", cache)
-    assert prepare.validation_capacity(tokens, offsets, tok.get_bos_token_id(), T, 10**6) == used // T  # all of it
+    assert packing.validation_capacity(tokens, offsets, tok.get_bos_token_id(), T, 10**6) == used // T  # all of it
     assert prepare.validation_rows(tok, cache).shape == (used // T, T + 1)
     assert run_prepare(cache, *args) == 0 and "already prepared" in capsys.readouterr().out
     assert run_prepare(cache, *args, "--eval-tokens", str(used)) == 0  # the same cache, asked for explicitly
