@@ -379,7 +379,8 @@ assert TOTAL_BATCH_SIZE % tokens_per_pass == 0, "TOTAL_BATCH_SIZE must be a mult
 grad_accum_steps = TOTAL_BATCH_SIZE // tokens_per_pass
 optimizer = build_optimizer(model)
 # after a compiler failure: the eager model, dense masks, and no gradient a half-done pass left
-train_model = machine.compiled(model, "model", on_fallback=lambda: (dense_attention(), model.zero_grad(set_to_none=True)))
+train_model = machine.compiled(model, "model",
+                               on_fallback=lambda: (dense_attention(), model.zero_grad(set_to_none=True)))
 train_loader = make_dataloader(tokenizer, DEVICE_BATCH_SIZE, MAX_SEQ_LEN, "train", device=device, seed=SEED)
 x, y, epoch = next(train_loader)
 print(f"startup: tokenizer {t_tokenizer - t_start:.1f}s | model and attention masks {t_model - t_tokenizer:.1f}s | "
@@ -416,7 +417,7 @@ def report(s, loss_value, progress, epoch, dt):
     tokens_per_s = TOTAL_BATCH_SIZE / dt
     print(f"step {s:05d} | {100 * progress:5.1f}% | loss {smooth_loss / (1 - 0.9 ** (s + 1)):.6f} | "
           f"lr {lr_multiplier(progress):.2f} | dt {dt * 1000:.0f}ms | {tokens_per_s:,.0f} tok/s | "
-          f"mfu {machine.mfu(flops_per_token, tokens_per_s)}% | epoch {epoch} | "
+          f"mfu {machine.mfu(flops_per_token, tokens_per_s)} | epoch {epoch} | "
           f"{max(0.0, TIME_BUDGET - training_time):.0f}s left", flush=True)
 
 
@@ -468,7 +469,8 @@ with autocast:
 t_end = time.time()
 steady_tokens_per_s = timed_steps * TOTAL_BATCH_SIZE / training_time if training_time > 0 else 0.0
 machine.summary(val_bpb, training_seconds=training_time, total_seconds=t_end - t_start,
-                peak_vram_mb=machine.peak_memory_mb(), mfu_percent=machine.mfu(flops_per_token, steady_tokens_per_s, digits=2),
+                peak_vram_mb=machine.peak_memory_mb(),
+                mfu_percent=machine.mfu(flops_per_token, steady_tokens_per_s, digits=2, sign=""),
                 total_tokens_M=step * TOTAL_BATCH_SIZE / 1e6, num_steps=step, num_params_M=num_params / 1e6,
                 depth=DEPTH, tokens_per_s=f"{steady_tokens_per_s:.0f}", startup_seconds=t_loop - t_start,
                 first_step_seconds=first_step_seconds, eval_seconds=t_end - t_eval, profile=PROFILE)

@@ -121,10 +121,10 @@ class Machine:
             return None
         return next((tflops * 1e12 for key, tflops in PEAK_TFLOPS if key in self.name), None)
 
-    def mfu(self, flops_per_token, tokens_per_s, digits=1):
-        """Model FLOPs utilization in percent, as text; "n/a" where the peak is not known."""
+    def mfu(self, flops_per_token, tokens_per_s, digits=1, sign="%"):
+        """Model FLOPs utilization in percent, as text ("41.3%"); "n/a" where the peak is not known."""
         peak = self.peak_flops()
-        return f"{100 * flops_per_token * tokens_per_s / peak:.{digits}f}" if peak else "n/a"
+        return f"{100 * flops_per_token * tokens_per_s / peak:.{digits}f}{sign}" if peak else "n/a"
 
     def peak_memory_mb(self):
         if self.device.type == "cuda":
