@@ -1,8 +1,8 @@
 """The experiment's sandbox: every train.py the lab runs is started inside bubblewrap (`bwrap`, Linux).
 
-Inside, train.py sees the whole file system read-only, an empty /tmp of its own (with what the run
-must read bound back in where it lies under /tmp: the worktree, the prepared cache, the Python), an
-empty `.lab/` (the lab's state and lock), the validation split's files as files of zeros of the same
+Inside, train.py sees the whole file system read-only, an empty /tmp and an empty home directory of
+its own (with what the run must read bound back in where it lies there: the worktree, the
+repository's git directory, the prepared cache, the Python), an empty `.lab/` (the lab's state and lock), the validation split's files as files of zeros of the same
 size (train.py cannot score itself: the lab's evaluator does, in a sandbox of its own), and writes only where the lab lets it: the run's hand-off
 directory and the compile cache. It runs in a PID namespace of its own that ends with the run (no
 daemon outlives it), with /proc showing its own processes only (no other process's environment), no
@@ -81,11 +81,14 @@ class Sandbox:
         for pattern in GPU_DEVICES:
             for device in sorted(glob.glob(pattern)):
                 args += ["--dev-bind", device, device]
-        if Path(self.workdir).exists():
-            args += ["--ro-bind", str(self.workdir), str(self.workdir)]
-        for path in self.hidden:
-            if Path(path).is_dir():
-                args += ["--tmpfs", str(path)]
+        workdir = Path(self.workdir)
+        inside = [p for p in self.hidden if Path(p).is_dir() and Path(p).is_relative_to(workdir)]
+        for path in [p for p in self.hidden if Path(p).is_dir() and p not in inside]:
+            args += ["--tmpfs", str(path)]  # first: the worktree may lie below it (a home directory)
+        if workdir.exists():
+            args += ["--ro-bind", str(workdir), str(workdir)]
+        for path in inside:
+            args += ["--tmpfs", str(path)]
         for path in self.readable:
             if Path(path).exists():
                 args += ["--ro-bind", str(path), str(path)]

@@ -1,12 +1,13 @@
 """The experiment's sandbox, shown by attacks that fail: a train.py that writes to the ledger, the
 lab's state and lock, git's hooks and config, the harness, the prepared cache and the venv, reads
-other processes' environments for a key, reaches the network, reads the validation split, and leaves
+other processes' environments and the user's home for a key, reaches the network, reads the validation split, and leaves
 a daemon behind; files a
 proposal leaves in ignored paths; and the loud line when runs are not sandboxed.
 Run: uv run pytest tests/test_sandbox.py"""
 import http.server
 import json
 import py_compile
+import re
 import site
 import threading
 import time
@@ -23,6 +24,7 @@ from test_lab import Quiet
 
 needs_bwrap = pytest.mark.skipif(sandbox.mode() != sandbox.BWRAP, reason=f"no sandbox here: {sandbox.why_not()}")
 SECRET = "sk-ant-sandbox-probe-7f3a"
+HOME_FILE = Path.home() / ".autoresearch-sandbox-probe"  # a user's file with a key in it, as ~/.netrc is
 
 # Each attack prints `ATTACK <name>: succeeded` or `ATTACK <name>: blocked (<error>)`, then train.py
 # goes on to an honest evaluation.
@@ -89,12 +91,15 @@ attack("lock", lambda: os.unlink(".lab/lock"))
 attack("hook", hook)
 attack("fsmonitor", fsmonitor)
 attack("harness", lambda: append("prepare.py", "\\n# tampered\\n"))
+attack("harness-module", lambda: append("harness/machine.py", "\\n# tampered\\n"))
+attack("home", lambda: print("found", open(HOME_FILE).read(), flush=True))
 attack("ignored-file", lambda: (os.makedirs(".cache", exist_ok=True), append(".cache/x.py", "x = 1\\n")))
 attack("cache", lambda: open(glob.glob(os.path.join(os.environ["AUTORESEARCH_CACHE"], "*"))[0], "r+b").write(b"0"))
 attack("venv", lambda: append(os.path.join(site.getsitepackages()[0], "zz_sandbox_probe.pth"), "# probe\\n"))
 attack("secret", secret)
 attack("network", network)
 attack("validation", validation)
+print("GIT", subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip())
 daemon()  # it succeeds in starting; what shows is whether it outlives the run
 print("DAEMON started", flush=True)
 '''
@@ -128,12 +133,14 @@ def server():
 
 def hostile(port: int, daemon_sleep: float) -> str:
     head, tail = FAKE_TRAIN.split("tok = Tokenizer.from_directory()", 1)
-    return head + f"PORT = {port}\nDAEMON_SLEEP = {daemon_sleep}\n" + ATTACKS + "tok = Tokenizer.from_directory()" + tail
+    constants = f"PORT = {port}\nDAEMON_SLEEP = {daemon_sleep}\nHOME_FILE = {str(HOME_FILE)!r}\n"
+    return head + constants + ATTACKS + "tok = Tokenizer.from_directory()" + tail
 
 
 @needs_bwrap
 def test_every_attack_from_inside_the_run_fails_and_the_next_run_scores_as_before(repo, tmp_path, use_cache, server):
     pth = Path(site.getsitepackages()[0]) / "zz_sandbox_probe.pth"
+    HOME_FILE.write_text(SECRET)
     compile_cache = tmp_path / "compile"
     replay = write_replay(tmp_path / "r.jsonl", [
         {"description": "hostile", "train_py": hostile(server, daemon_sleep=3.0)},
@@ -148,10 +155,11 @@ def test_every_attack_from_inside_the_run_fails_and_the_next_run_scores_as_befor
         assert not pth.exists()
     finally:
         pth.unlink(missing_ok=True)  # had the attack worked, it must not stay in the venv
+        HOME_FILE.unlink(missing_ok=True)
     workdir = repo / "runs" / "s"
     log = "".join(p.read_text() for p in (workdir / "logs").glob("0002-*.log"))  # the hostile run, the best's
     attacks = [line for line in log.splitlines() if line.startswith("ATTACK ")]
-    assert len(attacks) == 12 and "DAEMON started" in log, log
+    assert len(attacks) == 14 and "DAEMON started" in log, log
     assert not [a for a in attacks if a.endswith("succeeded")], "\n".join(attacks)
     assert not (compile_cache / "daemon-alive").exists()
     assert Recording.hits == []
@@ -167,6 +175,8 @@ def test_every_attack_from_inside_the_run_fails_and_the_next_run_scores_as_befor
     assert not (repo / ".git" / "hooks" / "post-checkout").exists()
     assert "fsmonitor" not in workspace.git(repo, "config", "--list")
     assert not (workdir / ".cache").exists() and "tampered" not in (workdir / "prepare.py").read_text()
+    assert "tampered" not in (workdir / "harness" / "machine.py").read_text()
+    assert re.search(r"^GIT [0-9a-f]{7}", log, re.M), log  # git is readable (provenance), not writable
     everything = (workdir / "results.tsv").read_text() + out.stdout + out.stderr + "".join(
         p.read_text() for p in (workdir / "logs").glob("*.log"))
     assert SECRET not in everything
