@@ -112,7 +112,7 @@ def cmd_experiment(args) -> int:
     st = state.load(workdir)
     train = workdir / workspace.TRAIN
     text = train.read_bytes().decode("utf-8", "replace") if train.is_file() else ""  # the guard says if it is not
-    rejection = guard.check_proposal(workdir, st["protected"])  # before the lab cleans the tree
+    rejection = guard.check_proposal(workdir, guard.protection(workdir, st))  # before the lab cleans the tree
     lab = Scheduler(workdir, policy_from(args), display=Display(stream=io.StringIO()))
     before = len(measurements.verdicts(lab.rows()))
     proposal = Proposal(description=" ".join(args.message.split()), train_py=text, rejection=rejection)

@@ -6,6 +6,7 @@ Each check returns the reason for a rejection as one line, or None when all is w
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from . import workspace
@@ -52,3 +53,25 @@ def check_protected(workdir: Path, protected: dict[str, str]) -> str | None:
         if protected.get(path) != now.get(path):
             return f"{path} was modified; only train.py may change"
     return None
+
+
+def protection(workdir: Path, st: dict) -> dict[str, str]:
+    """The protected files' hashes, from the run's base commit in git rather than from the state file,
+    which must agree with git: its hashes those of the base commit, its best commit a descendant of
+    the base that differs from it in train.py alone. A LabError, in one line, when they do not."""
+    base, best = st["base_commit"], st["best_commit"]
+    try:
+        hashes = workspace.protected_hashes_at(workdir, base)
+    except (workspace.LabError, subprocess.CalledProcessError, ValueError):
+        raise workspace.LabError(f"the run's base commit {base[:7]} is not in its repository: .lab/state.json "
+                                 f"was changed; start a new run with `autoresearch init --tag NEW`") from None
+    if hashes != st["protected"]:
+        changed = sorted(p for p in set(hashes) | set(st["protected"]) if hashes.get(p) != st["protected"].get(p))
+        raise workspace.LabError(f"the run's state does not match its base commit {base[:7]} ({changed[0]}): "
+                                 f".lab/state.json was changed; start a new run with `autoresearch init --tag NEW`")
+    changed = workspace.changed_between(workdir, base, best)
+    if changed is None or set(changed) - {workspace.TRAIN}:
+        why = "does not descend from" if changed is None else "changes more than train.py of"
+        raise workspace.LabError(f"the run's best commit {best[:7]} {why} its base {base[:7]}: .lab/state.json was "
+                                 f"changed; start a new run with `autoresearch init --tag NEW`")
+    return hashes

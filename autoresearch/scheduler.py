@@ -26,7 +26,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import harness, judge, ledger, logs, measurements, proposals, runner, sandbox, state, workspace
+from . import guard, harness, judge, ledger, logs, measurements, proposals, runner, sandbox, state, workspace
 from .agents import AgentUnavailable
 from .executor import Executor, Job, LocalExecutor
 from .judge import Measure, Policy, Verdict
@@ -74,8 +74,9 @@ class Scheduler:
         self.results = self.workdir / "results.tsv"
         self.manifest = harness.read_manifest(self.state["cache"])
         self.budget = self.manifest["constants"]["TIME_BUDGET"]
+        self.protected = guard.protection(self.workdir, self.state)  # from git; the state must agree
         self.executor = executor or LocalExecutor(self.workdir, self.state["cache"], self.state["branch"],
-                                                  self.state["protected"], self.state["base_commit"], allowance)
+                                                  self.protected, self.state["base_commit"], allowance)
         self.display = display or Display(budget=self.budget)
         self.recorder = Recorder(self.results, self.manifest, self.policy, self.display)
         self.stopping = self.asking = False
@@ -195,7 +196,7 @@ class Scheduler:
         t1 = time.time()
         exp.update(description=proposals.describe(proposal), agent=agent.name, started=now(),
                    agent_seconds=t1 - t0, usage=dict(proposal.usage))
-        reason = proposals.check(self.workdir, proposal, st["protected"], parent)
+        reason = proposals.check(self.workdir, proposal, self.protected, parent)
         fault_point(self.workdir, "proposed")
         if reason:
             workspace.reset_to(self.workdir, parent)

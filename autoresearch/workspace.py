@@ -143,6 +143,35 @@ def file_at(cwd, commit: str, path: str = TRAIN) -> str:
     return out.stdout
 
 
+def protected_hashes_at(cwd, commit: str) -> dict[str, str]:
+    """sha256 of every file but train.py in a commit's tree, read from git's objects (a symlink by its
+    target): what `protected_hashes` gives for a clean checkout of that commit."""
+    entries = []
+    for entry in git(cwd, "ls-tree", "-r", "-z", "--full-tree", commit).split("\0"):
+        if entry:
+            meta, path = entry.split("\t", 1)
+            mode, kind, blob = meta.split()
+            if kind == "blob" and path != TRAIN:
+                entries.append((path, mode, blob))
+    out = subprocess.run(["git", "cat-file", "--batch"], cwd=cwd, input="".join(f"{b}\n" for _, _, b in entries).encode(),
+                         capture_output=True, check=True).stdout
+    hashes, at = {}, 0
+    for path, mode, _ in entries:
+        header_end = out.index(b"\n", at)
+        size = int(out[at:header_end].split()[2])
+        content = out[header_end + 1:header_end + 1 + size]
+        at = header_end + 1 + size + 1  # the content, then a newline
+        hashes[path] = "link:" + content.decode() if mode == "120000" else hashlib.sha256(content).hexdigest()
+    return hashes
+
+
+def changed_between(cwd, old: str, new: str) -> list[str] | None:
+    """The paths that differ from old to new when new descends from old (or is it); None otherwise."""
+    if subprocess.run(["git", "merge-base", "--is-ancestor", old, new], cwd=cwd, capture_output=True).returncode:
+        return None
+    return [p for p in git(cwd, "diff", "--name-only", "-z", old, new).split("\0") if p]
+
+
 def protected_hashes(cwd) -> dict[str, str]:
     """sha256 of every tracked file except train.py, as it is on disk (a symlink by its target)."""
     hashes = {}

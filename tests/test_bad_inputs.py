@@ -7,13 +7,14 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
 
 import httpx2
 import pytest
 
-from autoresearch import ledger, runner, sandbox, state
+from autoresearch import ledger, runner, sandbox, state, workspace
 from autoresearch.agents.claude import ClaudeAgent
 from autoresearch.agents.replay import ReplayAgent
 from autoresearch.judge import Policy
@@ -173,6 +174,29 @@ def test_a_broken_state_file_is_one_line_and_says_what_to_do(repo, use_cache):
             out = cli(repo, use_cache, *command)
             assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
             assert "state.json is unreadable" in out.stderr and "autoresearch init --tag NEW" in out.stderr
+
+
+def test_a_state_file_that_disagrees_with_git_is_refused_in_one_line(repo, use_cache):
+    """What the lab can derive from git it does not take from its state file (an unsandboxed run could
+    rewrite it): the protected hashes come from the base commit, and the best commit must descend from
+    the base and differ from it in train.py alone."""
+    assert cli(repo, use_cache, "init", "--tag", "s").returncode == 0
+    workdir = repo / "runs" / "s"
+    honest = state.load(workdir)
+    (workdir / "prepare.py").write_text((workdir / "prepare.py").read_text() + "\n# a tweak to the metric\n")
+    forged = dict(honest, protected=workspace.protected_hashes(workdir))  # the tweak, made to look protected
+    subprocess.run(["git", *workspace.IDENTITY, "commit", "-qam", "tweak"], cwd=workdir, check=True)
+    tweaked = workspace.head(workdir)
+    subprocess.run(["git", "reset", "-q", "--hard", honest["base_commit"]], cwd=workdir, check=True)
+    for bad, why in ((forged, "does not match its base commit"),
+                     (dict(honest, best_commit=tweaked), "changes more than train.py of its base"),
+                     (dict(honest, base_commit=tweaked, best_commit=tweaked), "does not match its base commit")):
+        state.save(workdir, bad)
+        out = cli(repo, use_cache, "run", "--tag", "s", "--agent", "search")
+        assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+        assert why in out.stderr and "autoresearch init --tag NEW" in out.stderr, out.stderr
+    state.save(workdir, honest)
+    Scheduler(workdir, Policy(), display=Quiet()).executor.close()  # the honest state: accepted
 
 
 @pytest.mark.skipif(sandbox.mode() != sandbox.BWRAP, reason="needs bubblewrap to make the worktree read-only")
