@@ -99,11 +99,12 @@ class LocalExecutor:
             with open(blank, "wb") as f:
                 f.truncate(self.manifest["files"][name]["bytes"])  # sparse: no disk spent
             stand_ins.append((directory / name, blank))
-        # the user's files (keys, tokens, other projects) are not the run's to read: home is empty but
-        # for what the run needs from it, bound back in (the git directory: train.py's provenance)
-        home = [Path.home()] if Path.home().is_dir() and Path.home() != Path("/") else []
-        hidden = (*home, self.workdir / ".lab")
+        # the user's files are not the run's to read (keys, tokens, a .env beside the repository, other
+        # runs): home and the repository are empty but for what the run needs from them, bound back in
+        # (the worktree, the venv, the caches; the git directory, read-only, for train.py's provenance)
         git_dir = Path(workspace.git(self.workdir, "rev-parse", "--path-format=absolute", "--git-common-dir").strip())
+        outer = [Path.home(), git_dir.parent if git_dir.name == ".git" else None]
+        hidden = (*[p for p in outer if p and p.is_dir() and p != Path("/")], self.workdir / ".lab")
         run = sandbox.Sandbox(self.workdir, readable=(directory, git_dir, *python), hidden=hidden,
                               writable=(self.handoff, harness.compile_cache_dir()), stand_ins=tuple(stand_ins))
         package = Path(__file__).resolve().parent  # the evaluator's own code, wherever the lab is (under /tmp too)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch import ledger, sandbox, workspace
+from autoresearch import ledger, sandbox, state, workspace
 from autoresearch.agents.replay import ReplayAgent
 from autoresearch.judge import Policy
 from autoresearch.scheduler import Scheduler, init_run
@@ -180,6 +180,44 @@ def test_every_attack_from_inside_the_run_fails_and_the_next_run_scores_as_befor
     everything = (workdir / "results.tsv").read_text() + out.stdout + out.stderr + "".join(
         p.read_text() for p in (workdir / "logs").glob("*.log"))
     assert SECRET not in everything
+
+
+@needs_bwrap
+def test_a_file_beside_the_repository_is_out_of_a_run_s_reach(use_cache):
+    """A `.env` with a key at the repository's root (git-ignored, beside the runs) cannot be read from
+    inside a run's sandbox, while the worktree, the venv and git are. The repository lies outside /tmp
+    here (the sandbox's /tmp is empty anyway), where only the lab's hiding of it keeps the file away."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from autoresearch import guard
+    from autoresearch.executor import LocalExecutor
+    base = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="autoresearch-test-"))
+    try:
+        repo = make_repo(base / "repo")
+        (repo / ".env").write_text(f"ANTHROPIC_API_KEY={SECRET}\n")
+        assert cli(repo, use_cache, "init", "--tag", "t").returncode == 0
+        workdir = repo / "runs" / "t"
+        st = state.load(workdir)
+        executor = LocalExecutor(workdir, use_cache, st["branch"], guard.protection(workdir, st), st["base_commit"])
+        code = ("import subprocess, sys\n"
+                "def read(path):\n"
+                "    try:\n"
+                "        return open(path).read()\n"
+                "    except OSError as e:\n"
+                "        return type(e).__name__\n"
+                f"print(read({str(repo / '.env')!r}))\n"
+                "print(len(read('train.py')) > 100, sys.prefix)\n"
+                "print(subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout)\n")
+        out = subprocess.run(sandbox.command(executor.jail, [sys.executable, "-c", code]), cwd=workdir,
+                             capture_output=True, text=True, timeout=120)
+        executor.close()
+        lines = out.stdout.splitlines()
+        assert out.returncode == 0 and lines[0] == "FileNotFoundError", out.stdout + out.stderr
+        assert lines[1] == f"True {sys.prefix}" and lines[2] == st["base_commit"][:7], out.stdout
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_files_left_in_ignored_paths_are_gone_before_train_py_runs(repo, tmp_path):
