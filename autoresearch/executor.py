@@ -72,6 +72,9 @@ class LocalExecutor:
         self.sandbox = sandbox.mode()
         self.harness_copy = self.workdir / ".lab" / "harness"  # prepare.py and harness/ as committed at init
         self.harness_hashes = {path: sha for path, sha in protected.items() if harness.is_harness(path)}
+        if "harness/manifest.py" not in self.harness_hashes:
+            raise LabError(f"{self.workdir} was begun with a harness older than this lab's evaluator (no harness/ "
+                           f"package): start a new run with `autoresearch init --tag NEW` (its results still read)")
         harness_at(self.workdir, base, self.harness_hashes, self.harness_copy)
         self.jail, judged = self.make_jails(cache) if self.sandbox == sandbox.BWRAP else (None, None)
         self.evaluator = Evaluator(self.harness_copy, self.harness_hashes,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from autoresearch import ledger, measurements, runner, state
+from autoresearch import ledger, measurements, runner, state, workspace
 from autoresearch.agents import Proposal
 from autoresearch.agents.replay import OneProposal
 from autoresearch.executor import Job
@@ -142,6 +142,20 @@ def test_a_run_made_by_an_older_version_is_refused_in_one_line(tmp_path, use_cac
     st["current"] = None
     state.save(workdir, st)
     with pytest.raises(LabError, match="older version of the lab"):
+        Scheduler(workdir)
+
+
+def test_a_run_begun_before_the_harness_package_is_refused_in_one_line(tmp_path, use_cache):
+    """A run whose base commit has the monolithic prepare.py of before (no harness/): its evaluator
+    could not run it, so the lab says so instead of crashing every run."""
+    import shutil
+    import subprocess
+    repo = make_repo(tmp_path / "repo")
+    shutil.rmtree(repo / "harness")
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", *workspace.IDENTITY, "commit", "-qm", "the harness of before"], cwd=repo, check=True)
+    workdir = init_run(repo, "old")
+    with pytest.raises(LabError, match="older than this lab's evaluator .*autoresearch init --tag NEW"):
         Scheduler(workdir)
 
 
