@@ -45,7 +45,6 @@ def run(tmp_path, use_cache):
     replay = write_replay(tmp_path / "r.jsonl", [
         {"description": "better", "train_py": variant(WEIGHT=1.0, SLEEP=1.5)},
         {"description": "worse", "train_py": variant(WEIGHT=0.3, SLEEP=1.5)},
-        {"description": "uniform", "train_py": variant(WEIGHT=0.0, SLEEP=1.5)},
     ])
     assert cli(repo, use_cache, "init", "--tag", "k").returncode == 0
     return repo, repo / "runs" / "k", replay, use_cache
@@ -55,8 +54,8 @@ def finish(repo, workdir, replay, cache):
     out = cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = verdicts(check_invariants(workdir))
-    assert [r["description"] for r in rows] == ["baseline", "better", "worse", "uniform"]
-    assert [r["status"] for r in rows] == ["keep", "keep", "discard", "discard"]
+    assert [r["description"] for r in rows] == ["baseline", "better", "worse"]
+    assert [r["status"] for r in rows] == ["keep", "keep", "discard"]
     assert state.load(workdir)["experiments"] == []
     return rows
 
