@@ -105,7 +105,7 @@ class LocalExecutor:
         # the user's files are not the run's to read (keys, tokens, a .env beside the repository, other
         # runs): home and the repository are empty but for what the run needs from them, bound back in
         # (the worktree, the venv, the caches; the git directory, read-only, for train.py's provenance)
-        git_dir = Path(workspace.git(self.workdir, "rev-parse", "--path-format=absolute", "--git-common-dir").strip())
+        git_dir = workspace.common_dir(self.workdir)
         outer = [Path.home(), git_dir.parent if git_dir.name == ".git" else None]
         hidden = (*[p for p in outer if p and p.is_dir() and p != Path("/")], self.workdir / ".lab")
         run = sandbox.Sandbox(self.workdir, readable=(directory, git_dir, *python), hidden=hidden,

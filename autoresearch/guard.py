@@ -6,7 +6,6 @@ Each check returns the reason for a rejection as one line, or None when all is w
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 from . import workspace
@@ -62,7 +61,7 @@ def protection(workdir: Path, st: dict) -> dict[str, str]:
     base, best = st["base_commit"], st["best_commit"]
     try:
         hashes = workspace.protected_hashes_at(workdir, base)
-    except (workspace.LabError, subprocess.CalledProcessError, ValueError):
+    except (workspace.LabError, ValueError):
         raise workspace.LabError(f"the run's base commit {base[:7]} is not in its repository: .lab/state.json "
                                  f"was changed; start a new run with `autoresearch init --tag NEW`") from None
     if hashes != st["protected"]:

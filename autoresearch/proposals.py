@@ -45,7 +45,7 @@ def apply(workdir: Path, proposal: Proposal) -> str | None:
         except UnicodeEncodeError as e:
             return f"the diff is not valid text: {e.reason} at character {e.start:,}"
         try:
-            workspace.git(workdir, "apply", "--whitespace=nowarn", str(patch))
+            workspace.apply_patch(workdir, patch)
         except LabError as e:
             return "the diff does not apply: " + str(e).split(": ", 1)[-1][:200]
         return None

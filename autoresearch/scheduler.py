@@ -141,7 +141,7 @@ class Scheduler:
                 self.drop(exp, exp["parent"])
             elif exp["phase"] == "committing":
                 tip = workspace.head(self.workdir)
-                if tip != exp["parent"] and workspace.git(self.workdir, "rev-parse", "HEAD^") == exp["parent"]:
+                if tip != exp["parent"] and workspace.parent_of(self.workdir, tip) == exp["parent"]:
                     self.measuring(exp, tip)
                 else:
                     self.drop(exp, exp["parent"])

@@ -2,45 +2,75 @@
 `runs/<tag>/`, so the user's checkout is never reset under them and several runs can coexist.
 
 The lab commits only train.py, and only resets commits it made itself (to the parent it recorded).
+
+Every operation opens its own GitPython `Repo` and closes it before it returns (`repository`): a
+Repo kept open holds `git cat-file` processes that a long loop would pile up, and a Repo is not safe
+to share between threads. Worktrees go through `repo.git.worktree` (GitPython has no API for them).
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
-import subprocess
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+from git import Actor, BadName, BaseIndexEntry, Blob, GitCommandError, InvalidGitRepositoryError, NoSuchPathError, Repo
+from gitdb import IStream
 
 TRAIN = "train.py"
 # lab files inside a worktree; kept out of git through the repository's info/exclude
 LAB_IGNORES = ["/runs/", "/results.tsv", "/logs/", "/.lab/"]
-IDENTITY = ["-c", "user.name=autoresearch", "-c", "user.email=autoresearch@localhost"]
+AUTHOR = Actor("autoresearch", "autoresearch@localhost")  # the lab's commits
+IDENTITY = ["-c", f"user.name={AUTHOR.name}", "-c", f"user.email={AUTHOR.email}"]  # the same, for git's command line
+LINK_MODE, FILE_MODE = 0o120000, 0o100644
 
 
 class LabError(Exception):
     """A usage problem, told to the user in one line with what to do."""
 
 
-def git(cwd, *args, check=True) -> str:
-    out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
-    if check and out.returncode != 0:
-        raise LabError(f"git {' '.join(args)} failed in {cwd}: {out.stderr.strip() or out.stdout.strip()}")
-    return out.stdout.strip()
+def _why(error: GitCommandError) -> str:
+    """git's own complaint, one line, without GitPython's framing."""
+    text = str(error.stderr or error.stdout or error).strip()
+    text = re.sub(r"^(stderr|stdout): '(.*)'$", r"\2", text, flags=re.S).strip()
+    return " ".join(text.split()) or f"exit status {error.status}"
+
+
+@contextmanager
+def repository(cwd, search_parents: bool = False) -> Iterator[Repo]:
+    """The repository at cwd for one operation: git's failures as one-line LabErrors, and the Repo
+    closed (its git processes ended) whatever happens."""
+    try:
+        repo = Repo(cwd, search_parent_directories=search_parents)
+    except (InvalidGitRepositoryError, NoSuchPathError):
+        raise LabError(f"{cwd} is not inside a git repository: run autoresearch from a clone of the project") from None
+    try:
+        yield repo
+    except GitCommandError as e:
+        args = " ".join(str(a) for a in e.command[1:]) if isinstance(e.command, (list, tuple)) else str(e.command)
+        raise LabError(f"git {args} failed in {cwd}: {_why(e)}") from None
+    finally:
+        repo.close()
 
 
 def repo_root(start=None) -> Path:
     """The main checkout's root, also when called from inside a run's worktree."""
     start = Path(start or Path.cwd())
-    out = subprocess.run(["git", "rev-parse", "--path-format=absolute", "--git-common-dir"], cwd=start,
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        raise LabError(f"{start} is not inside a git repository: run autoresearch from a clone of the project")
-    common = Path(out.stdout.strip())
-    root = common.parent if common.name == ".git" else Path(git(start, "rev-parse", "--show-toplevel"))
+    with repository(start, search_parents=True) as repo:
+        common = Path(repo.common_dir).resolve()
+        root = common.parent if common.name == ".git" else Path(repo.working_tree_dir or common)
     if not (root / TRAIN).exists() or not (root / "prepare.py").exists():
         raise LabError(f"{root} has no train.py and prepare.py: run autoresearch from the project's checkout")
     return root
+
+
+def common_dir(cwd) -> Path:
+    """The repository's git directory, shared by all its worktrees."""
+    with repository(cwd) as repo:
+        return Path(repo.common_dir).resolve()
 
 
 def valid_tag(tag: str) -> str:
@@ -50,7 +80,7 @@ def valid_tag(tag: str) -> str:
 
 
 def ignore_lab_files(root: Path) -> None:
-    exclude = Path(git(root, "rev-parse", "--path-format=absolute", "--git-path", "info/exclude"))
+    exclude = common_dir(root) / "info" / "exclude"
     exclude.parent.mkdir(parents=True, exist_ok=True)
     present = exclude.read_text().splitlines() if exclude.exists() else []
     missing = [p for p in LAB_IGNORES if p not in present]
@@ -62,34 +92,57 @@ def ignore_lab_files(root: Path) -> None:
 def create_worktree(root: Path, tag: str) -> Path:
     branch = f"autoresearch/{valid_tag(tag)}"
     workdir = root / "runs" / tag
-    if git(root, "branch", "--list", branch) or workdir.exists():
-        raise LabError(f"tag {tag!r} exists already ({branch}): pick another --tag, or continue it with "
-                       f"`autoresearch run --tag {tag}`")
-    ignore_lab_files(root)
-    git(root, "worktree", "add", "-q", "-b", branch, str(workdir), "HEAD")
+    with repository(root) as repo:
+        if branch in [h.name for h in repo.heads] or workdir.exists():
+            raise LabError(f"tag {tag!r} exists already ({branch}): pick another --tag, or continue it with "
+                           f"`autoresearch run --tag {tag}`")
+        ignore_lab_files(root)
+        repo.git.worktree("add", "-q", "-b", branch, str(workdir), "HEAD")
     return workdir
 
 
 def head(cwd) -> str:
-    return git(cwd, "rev-parse", "HEAD")
+    with repository(cwd) as repo:
+        return repo.head.commit.hexsha
+
+
+def parent_of(cwd, commit: str) -> str | None:
+    """The commit's first parent, or None for a root commit."""
+    with repository(cwd) as repo:
+        parents = repo.commit(commit).parents
+        return parents[0].hexsha if parents else None
 
 
 def changed_paths(cwd) -> list[tuple[str, str]]:
     """(git status code, path) for every change, untracked files included, ignored ones not."""
-    out = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames"],
-                         cwd=cwd, capture_output=True, text=True, check=True).stdout
+    with repository(cwd) as repo:
+        out = repo.git.status("--porcelain=v1", "-z", "--untracked-files=all", "--no-renames")
     return [(entry[:2], entry[3:]) for entry in out.split("\0") if entry]
 
 
 def commit_train(cwd, message: str) -> str:
-    git(cwd, "add", "--", TRAIN)
-    git(cwd, *IDENTITY, "commit", "-q", "--no-verify", "-m", message, "--", TRAIN)
-    return head(cwd)
+    """train.py as it is in the worktree, committed by the lab (no hook of the repository runs)."""
+    data = (Path(cwd) / TRAIN).read_bytes()
+    with repository(cwd) as repo:
+        index = repo.index
+        # the blob stored by us, so that GitPython does not change the process's directory to read the
+        # file (index.add of a path does, which no thread of another worktree may see)
+        blob = repo.odb.store(IStream(Blob.type, len(data), io.BytesIO(data)))
+        mode = index.entries[(TRAIN, 0)].mode if (TRAIN, 0) in index.entries else FILE_MODE
+        index.add([BaseIndexEntry((mode, blob.binsha, 0, TRAIN))])
+        return index.commit(message, author=AUTHOR, committer=AUTHOR, skip_hooks=True).hexsha
+
+
+def apply_patch(cwd, patch: Path) -> None:
+    """A unified diff applied to the worktree (not the index)."""
+    with repository(cwd) as repo:
+        repo.git.apply("--whitespace=nowarn", str(patch))
 
 
 def reset_to(cwd, commit: str) -> None:
     """Back to `commit` with a clean tree: untracked and ignored files go, the lab's own stay."""
-    git(cwd, "reset", "-q", "--hard", commit)
+    with repository(cwd) as repo:
+        repo.head.reset(commit, index=True, working_tree=True)
     clear_untracked(cwd)
 
 
@@ -97,19 +150,21 @@ def clear_untracked(cwd) -> None:
     """Remove every file git does not track, ignored ones too (a `.cache/x.py`, a `__pycache__/*.pyc`
     that would shadow prepare.py), except the lab's own files."""
     excludes = [arg for pattern in LAB_IGNORES for arg in ("-e", pattern)]
-    git(cwd, "clean", "-q", "-ffdx", *excludes)
+    with repository(cwd) as repo:
+        repo.git.clean("-q", "-ffdx", *excludes)
 
 
 def branch_of(cwd) -> str | None:
     """The branch checked out, or None when HEAD is detached."""
-    name = git(cwd, "rev-parse", "--abbrev-ref", "HEAD")
-    return None if name == "HEAD" else name
+    with repository(cwd) as repo:
+        return None if repo.head.is_detached else repo.active_branch.name
 
 
 def attach(cwd, branch: str) -> None:
     """Back on `branch` (after a run of another commit left HEAD detached); the tree is forced clean."""
     if branch_of(cwd) != branch:
-        git(cwd, "checkout", "-q", "-f", branch)
+        with repository(cwd) as repo:
+            repo.git.checkout("-q", "-f", branch)
 
 
 @contextmanager
@@ -119,63 +174,77 @@ def checked_out(cwd, commit: str, branch: str):
     if head(cwd) == commit:
         yield
         return
-    git(cwd, "checkout", "-q", "--detach", commit)
+    with repository(cwd) as repo:
+        repo.git.checkout("-q", "--detach", commit)
     try:
         yield
     finally:
-        git(cwd, "checkout", "-q", "-f", branch)
+        with repository(cwd) as repo:
+            repo.git.checkout("-q", "-f", branch)
 
 
 def line_changes(cwd, parent: str, commit: str) -> tuple[int, int]:
     """Lines added and removed in train.py from parent to commit."""
-    out = git(cwd, "diff", "--numstat", parent, commit, "--", TRAIN)
+    with repository(cwd) as repo:
+        out = repo.git.diff("--numstat", parent, commit, "--", TRAIN)
     if not out:
         return 0, 0
     added, removed, _ = out.split("\t", 2)
     return int(added), int(removed)
 
 
+def _tree(repo: Repo, commit: str, cwd):
+    try:
+        return repo.commit(commit).tree
+    except (BadName, ValueError) as e:
+        raise LabError(f"no commit {commit[:7]} in {cwd}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from None
+
+
 def file_at(cwd, commit: str, path: str = TRAIN) -> str:
     """A file's exact text at a commit."""
-    out = subprocess.run(["git", "show", f"{commit}:{path}"], cwd=cwd, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise LabError(f"cannot read {path} at {commit[:7]}: {out.stderr.strip()}")
-    return out.stdout
+    with repository(cwd) as repo:
+        try:
+            blob = _tree(repo, commit, cwd) / path
+        except KeyError:
+            raise LabError(f"cannot read {path} at {commit[:7]}: it is not in that commit") from None
+        return blob.data_stream.read().decode("utf-8", "surrogateescape")
 
 
 def protected_hashes_at(cwd, commit: str) -> dict[str, str]:
     """sha256 of every file but train.py in a commit's tree, read from git's objects (a symlink by its
     target): what `protected_hashes` gives for a clean checkout of that commit."""
-    entries = []
-    for entry in git(cwd, "ls-tree", "-r", "-z", "--full-tree", commit).split("\0"):
-        if entry:
-            meta, path = entry.split("\t", 1)
-            mode, kind, blob = meta.split()
-            if kind == "blob" and path != TRAIN:
-                entries.append((path, mode, blob))
-    out = subprocess.run(["git", "cat-file", "--batch"], cwd=cwd, input="".join(f"{b}\n" for _, _, b in entries).encode(),
-                         capture_output=True, check=True).stdout
-    hashes, at = {}, 0
-    for path, mode, _ in entries:
-        header_end = out.index(b"\n", at)
-        size = int(out[at:header_end].split()[2])
-        content = out[header_end + 1:header_end + 1 + size]
-        at = header_end + 1 + size + 1  # the content, then a newline
-        hashes[path] = "link:" + content.decode() if mode == "120000" else hashlib.sha256(content).hexdigest()
+    hashes = {}
+    with repository(cwd) as repo:
+        for item in _tree(repo, commit, cwd).traverse():
+            if item.type == "blob" and item.path != TRAIN:
+                data = item.data_stream.read()
+                hashes[item.path] = "link:" + os.fsdecode(data) if item.mode == LINK_MODE \
+                    else hashlib.sha256(data).hexdigest()
     return hashes
 
 
 def changed_between(cwd, old: str, new: str) -> list[str] | None:
-    """The paths that differ from old to new when new descends from old (or is it); None otherwise."""
-    if subprocess.run(["git", "merge-base", "--is-ancestor", old, new], cwd=cwd, capture_output=True).returncode:
-        return None
-    return [p for p in git(cwd, "diff", "--name-only", "-z", old, new).split("\0") if p]
+    """The paths that differ from old to new when new descends from old (or is it); None otherwise.
+    A rename names both of its paths."""
+    with repository(cwd) as repo:
+        try:
+            if not repo.is_ancestor(old, new):
+                return None
+        except GitCommandError:  # a name that is no commit
+            return None
+        paths = set()
+        for d in repo.commit(old).diff(new):
+            paths.update(p for p in (d.a_path, d.b_path) if p)
+    return sorted(paths)
 
 
 def protected_hashes(cwd) -> dict[str, str]:
     """sha256 of every tracked file except train.py, as it is on disk (a symlink by its target)."""
+    with repository(cwd) as repo:
+        tracked = repo.git.ls_files("-z").split("\0")
     hashes = {}
-    for path in git(cwd, "ls-files", "-z").split("\0"):
+    for path in tracked:
         if not path or path == TRAIN:
             continue
         full = Path(cwd) / path

@@ -99,6 +99,11 @@ def make_repo(path: Path, train_text: str = FAKE_TRAIN) -> Path:
     return path
 
 
+def git(cwd, *args) -> str:
+    """git's output, stripped; a failure fails the test."""
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
 def write_replay(path: Path, proposals) -> Path:
     path.write_text("".join(json.dumps(p) + "\n" for p in proposals))
     return path

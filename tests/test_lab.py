@@ -13,7 +13,7 @@ from autoresearch.recorder import Display
 from autoresearch.scheduler import Scheduler, init_run
 from autoresearch.workspace import LabError
 from conftest import ROOT
-from lab_helpers import FAKE_TRAIN, check_invariants, cli, make_repo, variant, verdicts, write_replay
+from lab_helpers import FAKE_TRAIN, check_invariants, cli, git, make_repo, variant, verdicts, write_replay
 
 
 class Quiet(Display):
@@ -69,7 +69,7 @@ def test_keep_discard_and_crash(repo, tmp_path):
         assert r["profile"] == "tiny" and r["device"].startswith("cpu") and r["time_budget"] == "4"
         assert r["policy"] == "noise" and r["era"] == "1" and r["started"] <= r["finished"]
     # the user's checkout was never touched
-    assert workspace.head(repo) == workspace.git(repo, "rev-parse", "main")
+    assert workspace.head(repo) == git(repo, "rev-parse", "main")
     assert workspace.changed_paths(repo) == []
 
 
@@ -117,7 +117,7 @@ def test_guard_rejections_are_recorded_and_never_committed(repo, tmp_path):
     original = (repo / "prepare.py").read_text()
     sources = (repo / "harness" / "sources.py").read_text()  # the harness's modules are protected too
     (repo / "harness" / "sources.py").write_text(sources.replace("VAL_PERCENT = 5", "VAL_PERCENT = 50"))
-    edit_prepare = workspace.git(repo, "diff", "harness/sources.py")
+    edit_prepare = git(repo, "diff", "harness/sources.py")
     (repo / "harness" / "sources.py").write_text(sources)
     assert edit_prepare
     new_file = ("diff --git a/helper.py b/helper.py\nnew file mode 100644\n--- /dev/null\n+++ b/helper.py\n"
@@ -150,7 +150,7 @@ def test_guard_rejections_are_recorded_and_never_committed(repo, tmp_path):
     assert workspace.head(lab.workdir) == head_before
     assert not (repo / "outside.py").exists() and not (tmp_path / "outside.py").exists()
     assert (lab.workdir / "prepare.py").read_text() == original
-    log = workspace.git(lab.workdir, "log", "--format=%s", "autoresearch/t")
+    log = git(lab.workdir, "log", "--format=%s", "autoresearch/t")
     assert "edit the metric" not in log and "syntax error" not in log
 
 

@@ -19,7 +19,7 @@ from autoresearch import ledger, sandbox, state, workspace
 from autoresearch.agents.replay import ReplayAgent
 from autoresearch.judge import Policy
 from autoresearch.scheduler import Scheduler, init_run
-from lab_helpers import FAKE_TRAIN, check_invariants, cli, make_repo, variant, write_replay
+from lab_helpers import FAKE_TRAIN, check_invariants, cli, git, make_repo, variant, write_replay
 from test_lab import Quiet
 
 needs_bwrap = pytest.mark.skipif(sandbox.mode() != sandbox.BWRAP, reason=f"no sandbox here: {sandbox.why_not()}")
@@ -173,7 +173,7 @@ def test_every_attack_from_inside_the_run_fails_and_the_next_run_scores_as_befor
     assert ended["3"]["status"] == "keep"
     assert (workdir / ".lab" / "lock").exists() and json.loads((workdir / ".lab" / "state.json").read_text())
     assert not (repo / ".git" / "hooks" / "post-checkout").exists()
-    assert "fsmonitor" not in workspace.git(repo, "config", "--list")
+    assert "fsmonitor" not in git(repo, "config", "--list")
     assert not (workdir / ".cache").exists() and "tampered" not in (workdir / "prepare.py").read_text()
     assert "tampered" not in (workdir / "harness" / "machine.py").read_text()
     assert re.search(r"^GIT [0-9a-f]{7}", log, re.M), log  # git is readable (provenance), not writable

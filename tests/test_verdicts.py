@@ -14,7 +14,7 @@ from autoresearch.judge import Policy
 from autoresearch.recorder import Display
 from autoresearch.scheduler import Scheduler, init_run
 from autoresearch.workspace import LabError
-from lab_helpers import check_invariants, cli, make_repo, variant, verdicts
+from lab_helpers import check_invariants, cli, git, make_repo, variant, verdicts
 
 
 class SlowerMachine:
@@ -174,7 +174,7 @@ def test_a_loop_killed_while_the_best_ran_comes_back_on_its_branch(tmp_path, use
     exp["run"] = dict(target="candidate", commit=commit, seed=42, role="candidate", attempts=1,
                       started="2026-01-01T00:00:00")  # what the judge asks first
     lab.save()
-    workspace.git(lab.workdir, "checkout", "-q", "--detach", lab.state["base_commit"])  # as the killed run left it
+    git(lab.workdir, "checkout", "-q", "--detach", lab.state["base_commit"])  # as the killed run left it
     again = Scheduler(lab.workdir, Policy(baseline_runs=2), display=Display(stream=io.StringIO()))
     again.run(None, max_experiments=1)
     rows = check_invariants(lab.workdir)
