@@ -60,15 +60,19 @@ def finish(repo, workdir, replay, cache):
     return rows
 
 
-@pytest.mark.parametrize("point", ["proposed", "committed", "recorded"])
-def test_kill_9_at_a_fault_point_then_resume(run, point):
+def test_kill_9_at_each_fault_point_then_resume(run):
+    """One run killed at each point in turn, resumed each time: once the baseline's first run is
+    recorded, once the next proposal is applied, once its commit is made. Then it finishes as if
+    nothing had happened."""
     repo, workdir, replay, cache = run
-    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS, AUTORESEARCH_FAULT=point)
-    marker = workdir / ".lab" / f"fault-{point}"
-    wait_for(marker.exists, what=f"the loop to reach {point}")
-    os.killpg(loop.pid, signal.SIGKILL)
-    loop.wait()
-    marker.unlink()
+    for point in ("recorded", "proposed", "committed"):
+        loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS,
+                         AUTORESEARCH_FAULT=point)
+        marker = workdir / ".lab" / f"fault-{point}"
+        wait_for(marker.exists, what=f"the loop to reach {point}")
+        os.killpg(loop.pid, signal.SIGKILL)
+        loop.wait()
+        marker.unlink()
     finish(repo, workdir, replay, cache)
 
 
@@ -94,21 +98,23 @@ def test_kill_9_while_train_py_runs_then_resume(run, sandboxed):
     assert sum(r["description"] == "better" for r in rows) == 1
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_cleanly_and_the_experiment_runs_again(run, sig):
+def test_signals_stop_cleanly_and_the_experiment_runs_again(run):
+    """SIGINT while "better" trains, then SIGTERM while "worse" trains: each time the loop stops at
+    once with its train.py, records nothing of the run it stopped, and the next loop runs it again."""
     repo, workdir, replay, cache = run
-    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
-    wait_for(lambda: in_flight(workdir).get("description") == "better"
-             and state.load(workdir).get("child_pgid"), what="the second experiment to start")
-    child = state.load(workdir)["child_pgid"]
-    os.kill(loop.pid, sig)
-    out, _ = loop.communicate(timeout=30)
-    assert loop.returncode == 0, out
-    assert not alive(child)
-    assert "will run again" in out
-    assert in_flight(workdir)["phase"] == "interrupted"
-    check_invariants(workdir)
-    assert len(ledger.read_rows(workdir / "results.tsv")) == 2  # the baseline's runs
+    for sig, description, rows_before in ((signal.SIGINT, "better", 2), (signal.SIGTERM, "worse", 4)):
+        loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
+        wait_for(lambda: in_flight(workdir).get("description") == description
+                 and state.load(workdir).get("child_pgid"), what=f"{description} to start")
+        child = state.load(workdir)["child_pgid"]
+        os.kill(loop.pid, sig)
+        out, _ = loop.communicate(timeout=30)
+        assert loop.returncode == 0, out
+        assert not alive(child)
+        assert "will run again" in out
+        assert in_flight(workdir)["phase"] == "interrupted"
+        check_invariants(workdir)
+        assert len(ledger.read_rows(workdir / "results.tsv")) == rows_before
     finish(repo, workdir, replay, cache)
 
 

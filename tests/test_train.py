@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from autoresearch.harness import copy_harness
+from autoresearch.harness import compile_cache_dir, copy_harness
 from conftest import ROOT, python_env, run_script
 
 SEED_SUMMARY_KEYS = ["val_bpb", "training_seconds", "total_seconds", "peak_vram_mb", "mfu_percent",
@@ -149,7 +149,8 @@ def test_the_compiled_path_with_short_windows_trains_and_evaluates_like_the_eage
     compiled = "with autocast:\n    print(f\"compiled loss: {train_model(x, y).item():.6f}\")\n"
     eager = "with autocast:\n    print(f\"eager loss: {model(x, y).item():.6f}\")\n"
     (tmp_path / "train.py").write_text(variant.replace(before, compiled + before, 1).replace(after, after + eager, 1))
-    env = python_env(tiny_cache, AUTORESEARCH_COMPILE="1", TORCHINDUCTOR_CACHE_DIR=tmp_path / "inductor",
+    # the lab's shared compile cache, as experiments use it: warm after the first run on a machine
+    env = python_env(tiny_cache, AUTORESEARCH_COMPILE="1", TORCHINDUCTOR_CACHE_DIR=compile_cache_dir(),
                      AUTORESEARCH_DEVICE=device, TORCH_LOGS="recompiles")
     out = run_script(tmp_path / "train.py", tmp_path, env, timeout=540)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
