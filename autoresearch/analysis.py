@@ -279,10 +279,11 @@ def status_chart(df: pl.DataFrame) -> alt.Chart:
 
 
 def top_hits(df: pl.DataFrame, n: int = 10) -> pl.DataFrame:
-    """The keeps that lowered the frontier most (the first keep, the baseline, has no improvement)."""
+    """The keeps that lowered the frontier most (the first keep, the baseline, has no improvement); their
+    change of the best in bpb (negative: lower, better)."""
     return experiments(df).filter(pl.col("improvement").is_not_null()).sort("improvement", descending=True).head(n) \
         .select("experiment", "commit", "description", pl.col("val").alias("val_bpb"),
-                pl.col("runs").fill_null(1).cast(pl.Int64), "improvement",
+                pl.col("runs").fill_null(1).cast(pl.Int64), (-pl.col("improvement")).alias("change"),
                 pl.col("lines_added", "lines_removed").fill_null(0).cast(pl.Int64), "net_lines")
 
 
@@ -308,3 +309,130 @@ def cost_by_agent(df: pl.DataFrame) -> pl.DataFrame:
                  keeps=(pl.col("is_verdict") & (pl.col("status") == ledger.KEEP)).sum().cast(pl.Int64),
                  tokens=pl.col("_tokens").sum(), cost_usd=pl.col("cost_usd").fill_null(0).sum())
             .sort("cost_usd", descending=True))
+
+
+# --- for a reader: the setup, every experiment, changes written as lower bpb -----------------------
+
+MINUS = "\u2212"
+
+
+def change(d: float | None, digits: int = 4) -> str:
+    """A change in val_bpb as a reader reads it: lower is better, so a gain is "−0.0320 bpb" (never
+    "+0.032 improvement"), a loss "+0.0100 bpb"."""
+    if d is None:
+        return "-"
+    if round(d, digits) == 0:
+        return f"{0:.{digits}f} bpb"
+    return f"{MINUS if d < 0 else '+'}{abs(d):.{digits}f} bpb"
+
+
+def _values(df: pl.DataFrame, column: str) -> list[str]:
+    """The distinct non-empty values of a column, in the order they first appear."""
+    if column not in df.columns or df.height == 0:
+        return []
+    seen = df[column].cast(pl.Utf8).drop_nulls().str.strip_chars()
+    return [v for v in dict.fromkeys(seen.to_list()) if v]
+
+
+def setup(df: pl.DataFrame) -> dict:
+    """Where and how a run's numbers were measured, from its rows: device, profile, time budget, data
+    and tokenizer (their hashes), agents, judging policy, noise floor and sandbox. A value a ledger
+    does not record (an older or the original project's file) is "not recorded"; several values
+    (a device changed during the run) are all listed."""
+    def listed(column, fmt=str):
+        values = _values(df, column)
+        return ", ".join(fmt(v) for v in values) if values else "not recorded"
+
+    def seconds(v):
+        try:
+            return f"{float(v):g} s"
+        except ValueError:
+            return v
+    agents = [a for a in _values(df, "agent") if a not in ("baseline", "noise")]
+    s = summary(df)
+    noise = "not measured" if s["noise"] is None else f"±{s['noise']:.4f} bpb per run"
+    return dict(device=listed("device"), profile=listed("profile"),
+                time_budget=listed("time_budget", seconds),
+                data=listed("data_hash", lambda v: v[:12]), tokenizer=listed("tokenizer_hash", lambda v: v[:12]),
+                agent=", ".join(agents) if agents else "not recorded", policy=listed("policy"), noise=noise,
+                sandbox=listed("sandbox"))
+
+
+def every_experiment(df: pl.DataFrame) -> pl.DataFrame:
+    """One row per experiment for a reader: its verdict, what it changed, the runs it took, its mean
+    val_bpb and its change against the best it was tried on (the judge's paired difference with its
+    interval; in a ledger without one, its value against the best's; lower is better), its lines and,
+    for what is neither kept nor discarded, why."""
+    ex = experiments(df)
+    schema = {"#": pl.Int64, "verdict": pl.Utf8, "description": pl.Utf8, "runs": pl.Int64, "val_bpb": pl.Float64,
+              "change vs best": pl.Utf8, "lines": pl.Utf8, "why": pl.Utf8}
+    if ex.height == 0:
+        return pl.DataFrame(schema=schema)
+    rows, best = [], None
+    for r in ex.iter_rows(named=True):
+        d = r["diff"]
+        if d is None and r["val"] is not None and best is not None:
+            d = r["val"] - best  # a ledger without the judge's paired difference: against the best's value
+        if r["status"] == ledger.KEEP and r["val"] is not None:
+            best = r["val"]
+        low, high = r["diff_low"], r["diff_high"]
+        interval = f" [{change(low).removesuffix(' bpb')}, {change(high).removesuffix(' bpb')}]" \
+            if r["diff"] is not None and low is not None and high is not None else ""
+        lines = f"+{int(r['lines_added'] or 0)}/{MINUS}{int(r['lines_removed'] or 0)}" \
+            if r["lines_added"] is not None or r["lines_removed"] is not None else "-"
+        why = r["reason"] if r["status"] not in (ledger.KEEP, ledger.DISCARD) else ""
+        rows.append({"#": r["experiment"], "verdict": r["status"], "description": r["description"],
+                     "runs": int(r["runs_spent"] or 0) or None, "val_bpb": r["val"],
+                     "change vs best": (change(d) + interval) if d is not None else "-", "lines": lines,
+                     "why": why[:200]})
+    return pl.DataFrame(rows, schema=schema)
+
+
+def kept(df: pl.DataFrame) -> list[dict]:
+    """The kept experiments after the baseline, in order: experiment, commit, parent, description,
+    mean val_bpb and how much it lowered the best (as a change: negative is a gain)."""
+    ex = experiments(df).filter((pl.col("status") == ledger.KEEP) & pl.col("improvement").is_not_null())
+    return [dict(experiment=r["experiment"], commit=r["commit"], parent=r["parent"] or "", description=r["description"],
+                 val=r["val"], change=-r["improvement"]) for r in ex.iter_rows(named=True)]
+
+
+# --- several runs side by side --------------------------------------------------------------------
+
+def comparison(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """A leaderboard of runs (each a frame from `load`, by its label): where each was measured, its
+    baseline, its best and its change from its own baseline, best first. Runs on different machines
+    are compared by their change from their own baseline, never by val_bpb itself."""
+    rows = []
+    for label, df in frames.items():
+        s, where = summary(df), setup(df)
+        gain = -s["gain"] if s["gain"] is not None else None
+        rows.append({"run": label, "device": where["device"], "profile": where["profile"],
+                     "budget": where["time_budget"], "experiments": s["experiments"], "kept": s["kept"],
+                     "baseline val_bpb": s["baseline_val"], "best val_bpb": s["best_val"],
+                     "change from its baseline": change(gain), "_order": gain if gain is not None else float("inf"),
+                     "noise": where["noise"]})
+    schema = {"run": pl.Utf8, "device": pl.Utf8, "profile": pl.Utf8, "budget": pl.Utf8, "experiments": pl.Int64,
+              "kept": pl.Int64, "baseline val_bpb": pl.Float64, "best val_bpb": pl.Float64,
+              "change from its baseline": pl.Utf8, "_order": pl.Float64, "noise": pl.Utf8}
+    table = pl.DataFrame(rows, schema=schema).sort("_order").drop("_order")
+    return table.with_row_index("rank", offset=1).with_columns(pl.col("rank").cast(pl.Int64))
+
+
+def comparison_chart(frames: dict[str, pl.DataFrame]) -> alt.Chart:
+    """Each run's best so far as a change from its own baseline, against its experiment number."""
+    parts = []
+    for label, df in frames.items():
+        ex = experiments(df).filter(pl.col("best_so_far").is_not_null())
+        if ex.height == 0:
+            continue
+        base = ex["best_so_far"][0]
+        parts.append(ex.select("experiment", change=pl.col("best_so_far") - base).with_columns(run=pl.lit(label)))
+    if not parts:
+        return _empty_chart()
+    data = pl.concat(parts)
+    return alt.Chart(data).mark_line(interpolate="step-after", point=True).encode(
+        x=alt.X("experiment:Q", title="experiment", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("change:Q", title="best so far − its baseline (bpb, lower is better)", scale=alt.Scale(zero=False)),
+        color=alt.Color("run:N", title="run"),
+        tooltip=["run:N", "experiment:Q", alt.Tooltip("change:Q", format="+.4f")],
+    ).properties(width=700, height=300, title="each run against its own baseline")

@@ -254,8 +254,13 @@ def print_demo_summary(workdir: Path) -> None:
 
 
 def cmd_report(args) -> int:
-    """Write one offline HTML page about a run's results.tsv (or any results.tsv given with --results)."""
-    from .report import write_report
+    """Write one offline HTML page about a run's results.tsv (or any results.tsv given with --results),
+    or, with --compare, one page comparing several runs."""
+    from .report import write_comparison, write_report
+    if args.compare:
+        print(write_comparison(compared(args.compare), Path(args.output)))
+        return 0
+    repository = None
     if args.results:
         results = Path(args.results)
         if not results.is_file():
@@ -263,9 +268,28 @@ def cmd_report(args) -> int:
         title = None
     else:
         workdir = find_run(workspace.repo_root(), args.tag)
-        results, title = workdir / "results.tsv", f"autoresearch run {workdir.name}"
-    print(write_report(results, Path(args.output), lam=args.lam, title=title))
+        results, title, repository = workdir / "results.tsv", f"autoresearch run {workdir.name}", workdir
+    print(write_report(results, Path(args.output), lam=args.lam, title=title, repository=repository))
     return 0
+
+
+def compared(items: list[str]) -> dict[str, Path]:
+    """--compare's runs by label: a results.tsv file (labelled by its folder, e.g. a participant's), else
+    a run's tag in this checkout."""
+    sources: dict[str, Path] = {}
+    for item in items:
+        path = Path(item).expanduser()
+        if path.is_file():
+            label = path.parent.resolve().name if path.name == "results.tsv" else path.stem
+        elif path.suffix == ".tsv" or os.sep in item:
+            raise LabError(f"no results file at {path}: give a results.tsv that exists, or a run's tag")
+        else:
+            path, label = find_run(workspace.repo_root(), item) / "results.tsv", item
+        unique, k = label, 2
+        while unique in sources:
+            unique, k = f"{label} ({k})", k + 1
+        sources[unique] = path
+    return sources
 
 
 def build_parser():
@@ -300,6 +324,8 @@ def build_parser():
     q = sub.add_parser("report", help="write a self-contained HTML report of a run's results (opens offline)")
     q.add_argument("--tag", help="which run (default: the most recent)")
     q.add_argument("--results", help="report this results.tsv instead of a run's")
+    q.add_argument("--compare", nargs="+", metavar="TAG_OR_TSV",
+                   help="one page comparing these runs (tags, or results.tsv files from other machines)")
     q.add_argument("-o", "--output", default="report.html", help="where to write it (default: report.html)")
     q.add_argument("--lam", type=float, default=judge.DEFAULT_LAMBDA,
                    help="complexity penalty drawn, bpb per net added line")

@@ -201,6 +201,12 @@ def _tree(repo: Repo, commit: str, cwd):
             from None
 
 
+def diff_text(cwd, parent: str, commit: str) -> str:
+    """train.py's unified diff from parent to commit, as `git diff` prints it."""
+    with repository(cwd) as repo:
+        return repo.git.diff(parent, commit, "--", TRAIN)
+
+
 def file_at(cwd, commit: str, path: str = TRAIN) -> str:
     """A file's exact text at a commit."""
     with repository(cwd) as repo:

@@ -93,7 +93,7 @@ def _(path_box, run_pick):
     else:
         _where = mo.md(f"`{results_path}`: {df.height} experiments")
     _cost = [mo.stat(f"${s['total_cost_usd']:.2f}", label="agent cost")] if s["total_cost_usd"] else []
-    _gain = f"{s['gain']:.6f} below the baseline" if s["gain"] else None
+    _gain = f"{analysis.change(-s['gain'], 6)} from the baseline" if s["gain"] else None
     _noise = [mo.stat(f"±{s['noise']:.4f}", label="noise floor", caption="one run's val_bpb, seed to seed"
                       + (f"; {s['eras'] - 1} drift(s) seen" if s["eras"] > 1 else ""))] if s["noise"] is not None else []
     mo.vstack([
@@ -143,7 +143,7 @@ def _(df):
 def _(df):
     mo.vstack([mo.md("### Top hits: the keeps that lowered the best most"),
                mo.ui.table(analysis.top_hits(df), selection=None,
-                           format_mapping={"val_bpb": "{:.6f}".format, "improvement": "{:.6f}".format})])
+                           format_mapping={"val_bpb": "{:.6f}".format, "change": analysis.change})])
     return
 
 

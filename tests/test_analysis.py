@@ -45,12 +45,18 @@ def write_normal(path):
     return path
 
 
+# where write_runs's rows say they were measured, as the lab records it in every row
+SETUP = dict(device="cpu", profile="tiny", time_budget=10, sandbox="bwrap", policy="noise", data_hash="d" * 64,
+             tokenizer_hash="e" * 64)
+
+
 def write_runs(path):
     """A ledger as the lab writes it now: the baseline at three seeds, a candidate confirmed at more
     seeds with a control of the best beside it, a discard after one run and an early abort."""
     def run(experiment, commit, role, seed, value, status="run", **extra):
         row = dict(experiment=experiment, commit=commit, role=role, seed=seed, run_bpb=value, val_bpb=value,
-                   status=status, era=1, noise=0.05, description="")
+                   status=status, era=1, noise=0.05, description="", agent="baseline" if experiment == 1 else "search",
+                   **SETUP)
         ledger.append(path, {**row, **extra})
     run(1, "aaaaaaa", "baseline", 42, 3.00, description="baseline")
     run(1, "aaaaaaa", "baseline", 43, 3.10, description="baseline")
@@ -147,7 +153,7 @@ def test_five_column_file_from_the_original_tool(tmp_path):
     s = analysis.summary(df)
     assert (s["experiments"], s["kept"], s["discarded"], s["crashed"], s["other"]) == (5, 3, 1, 1, 0)
     assert s["best_val"] == pytest.approx(0.99) and s["total_cost_usd"] is None
-    assert analysis.top_hits(df)["improvement"].to_list() == pytest.approx([0.0047, 0.0032])
+    assert analysis.top_hits(df)["change"].to_list() == pytest.approx([-0.0047, -0.0032])
     assert analysis.crashes(df)["description"].to_list() == ["double model width (OOM)"]
     assert analysis.cost_by_agent(df).height == 0
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from autoresearch import analysis, report
-from test_analysis import EVIL, KINDS, write_ledger, write_normal
+from autoresearch import analysis, ledger, report
+from test_analysis import EVIL, KINDS, write_ledger, write_normal, write_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -143,3 +143,103 @@ def test_report_renders_offline_in_chromium(browser, tmp_path, kind):
     assert "this chart failed" not in text
     if kind == "normal":
         assert EVIL in text  # shown as text, not run
+
+
+def section(text, heading):
+    """The page between this h2 and the next."""
+    start = text.index(f"<h2>{heading}</h2>")
+    end = text.find("<h2>", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_the_page_opens_with_its_setup_and_shows_every_experiment(tmp_path):
+    text = report.write_report(write_runs(tmp_path / "results.tsv"), tmp_path / "report.html").read_text()
+    assert text.index("<h2>Setup</h2>") < text.index("How to read this page") < text.index("<h2>Summary</h2>")
+    setup = section(text, "Setup")
+    for value in ("<th>device</th><td>cpu</td>", "<td>tiny</td>", "<td>10 s</td>", "<td>noise</td>",
+                  "<td>bwrap</td>", "<td>±0.0500 bpb per run</td>", "<td>search</td>", "<td>dddddddddddd</td>"):
+        assert value in setup, value
+    every = section(text, "Every experiment")
+    for description in ("baseline", "better lr", "worse", "diverges"):  # the discard and the pruned one too
+        assert f"<td>{description}</td>" in every, description
+    assert "−0.1000 bpb [−0.1500, −0.0500]" in every and "pruned at 30% of the budget" in every
+    # a gain is a lower bpb, never a plus
+    assert "<th>change from the baseline</th><td>−0.100000 bpb</td>" in text
+    assert re.search(r"\+0\.1\d* ", text) is None
+    assert "--tag TAG` adds each kept change" in section(text, "Kept changes")
+
+
+def test_a_report_without_setup_columns_says_so(tmp_path):
+    text = report.write_report(write_normal(tmp_path / "results.tsv"), tmp_path / "report.html").read_text()
+    assert "<th>device</th><td>not recorded</td>" in text and "<td>not measured</td>" in text
+    assert "<th>change from the baseline</th><td>−0.079500 bpb</td>" in text
+    assert "<td>deeper</td>" in section(text, "Every experiment")  # a discard, in no other table
+
+
+def test_kept_changes_come_with_their_diffs_from_the_run_s_repository(tmp_path):
+    from lab_helpers import git
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "train.py").write_text("lr = 0.01\nsteps = 10\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "train.py")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base")
+    base = git(repo, "rev-parse", "--short=7", "HEAD")
+    (repo / "train.py").write_text("lr = 0.02  # <b>bold</b>\nsteps = 10\n")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "higher")
+    kept = git(repo, "rev-parse", "--short=7", "HEAD")
+    results = tmp_path / "results.tsv"
+    ledger.append(results, dict(experiment=1, commit=base, status="keep", val_bpb=3.0, description="baseline",
+                                role="baseline", seed=42, run_bpb=3.0))
+    ledger.append(results, dict(experiment=2, commit=kept, parent=base, status="keep", val_bpb=2.9, role="confirm",
+                                seed=43, run_bpb=2.9, description="<i>higher lr</i>", lines_added=1, lines_removed=1))
+    ledger.append(results, dict(experiment=3, commit="abcdef0", parent=kept, status="keep", val_bpb=2.8,
+                                role="confirm", seed=43, run_bpb=2.8, description="lost", lines_added=1))
+    text = report.write_report(results, tmp_path / "report.html", repository=repo).read_text()
+    changes = section(text, "Kept changes")
+    assert "<summary>#2 &lt;i&gt;higher lr&lt;/i&gt; &middot; −0.1000 bpb" in changes
+    assert "-lr = 0.01" in changes and "+lr = 0.02  # &lt;b&gt;bold&lt;/b&gt;" in changes
+    assert "#3 lost" in changes and "could not be read from the run" in changes
+
+
+def test_cli_compares_runs_from_several_machines(tmp_path):
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    alice.mkdir()
+    bob.mkdir()
+    write_normal(alice / "results.tsv")
+    write_runs(bob / "results.tsv")
+    out = tmp_path / "compare.html"
+    done = run_cli("--compare", str(alice / "results.tsv"), str(bob / "results.tsv"), "-o", str(out), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert outside_references(text) == []
+    assert "Results are local to the machine" in text
+    board = section(text, "Leaderboard")
+    # bob went further below his own baseline (−0.1000) than alice (−0.0795), whatever their val_bpb
+    assert board.index("<td>bob</td>") < board.index("<td>alice</td>")
+    assert "−0.1000 bpb" in board and "−0.0795 bpb" in board and "<td>cpu</td>" in board
+    assert text.count('type="application/json" data-chart=') == 1
+    missing = run_cli("--compare", str(alice / "results.tsv"), str(tmp_path / "carol.tsv"), cwd=tmp_path)
+    assert missing.returncode == 2 and "no results file" in missing.stderr and "carol.tsv" in missing.stderr
+    assert missing.stderr.count("\n") == 1
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no chromium at {CHROMIUM}")
+def test_the_comparison_renders_offline_in_chromium(browser, tmp_path):
+    a = write_normal(tmp_path / "a.tsv")
+    b = write_runs(tmp_path / "b.tsv")
+    out = report.write_comparison({"a": a, "b": b}, tmp_path / "compare.html")
+    page = browser.new_page()
+    errors, outside = [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+               else (outside.append(route.request.url), route.abort()))
+    try:
+        page.goto(out.as_uri())
+        page.wait_for_function("document.querySelectorAll('.chart.vega-embed svg.marks').length >= 1", timeout=30_000)
+        legend = page.inner_text("#chart-comparison")
+    finally:
+        page.close()
+    assert errors == [] and outside == []
+    assert "a" in legend and "b" in legend
