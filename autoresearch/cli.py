@@ -251,6 +251,10 @@ def print_demo_summary(workdir: Path) -> None:
               f"{-float(r['diff']):.4f} lower than the best it was tried on{sure}: {r['description']}")
     if not keeps:
         print("no experiment was shown better than the baseline beyond the noise this time")
+    print("what it means: val_bpb is how many bits the model needs per byte of text it never trained on, so lower "
+          "is better, and a keep beat the best by more than the noise floor explains, seed by seed, on this machine "
+          "at its load. Numbers from another machine or budget are not comparable with these: compare each run's "
+          "gain over its own baseline (`autoresearch report --compare`).")
 
 
 def cmd_report(args) -> int:

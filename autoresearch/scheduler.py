@@ -57,6 +57,20 @@ def init_run(root: Path, tag: str, cache=None) -> Path:
     return workdir
 
 
+def countdown(elapsed: float, ended: int, max_experiments: int | None, max_hours: float | None) -> str:
+    """" (experiment k of n, about m min left)" for a loop given a number of experiments: the time left
+    from the pace so far, never beyond the hours allowed; empty without a number."""
+    if max_experiments is None:
+        return ""
+    text = f" (experiment {ended + 1} of {max_experiments}"
+    if ended:
+        left = elapsed / ended * (max_experiments - ended)
+        if max_hours is not None:
+            left = min(left, max(0.0, max_hours * 3600 - elapsed))
+        text += f", about {max(1, round(left / 60))} min left"
+    return text + ")"
+
+
 class Stopped(BaseException):
     """Raised in the agent's call by a signal: the proposal is dropped and the loop stops. Not an
     Exception, as KeyboardInterrupt is not: an SDK's `except Exception` (retry, wrap) lets it pass."""
@@ -431,7 +445,7 @@ class Scheduler:
                         ended += 1
                     if outcome != "measuring":
                         continue
-                    self.announce(self.in_flight[0])
+                    self.announce(self.in_flight[0], countdown(time.time() - start, ended, max_experiments, max_hours))
                 if self.stopping:
                     self.interrupt_waiting(self.in_flight[0])
                     break

@@ -366,3 +366,23 @@ def test_the_search_agent_drives_the_real_train_py(tmp_path, use_cache):
     assert rows[1]["agent"] == "search" and "[s:" in rows[1]["description"]
     assert rows[1]["status"] in ("keep", "discard") and rows[1]["val_bpb"]
     assert int(rows[1]["lines_added"]) >= 1 and float(rows[1]["lab_seconds"]) >= 0
+
+
+def test_a_loop_given_a_number_of_experiments_says_which_one_runs_and_the_time_left():
+    from autoresearch.scheduler import countdown
+    assert countdown(0.0, 0, 5, None) == " (experiment 1 of 5)"
+    assert countdown(120.0, 2, 5, None) == " (experiment 3 of 5, about 3 min left)"  # 60 s each so far
+    assert countdown(120.0, 2, 5, 0.05) == " (experiment 3 of 5, about 1 min left)"  # 3 min allowed in all
+    assert countdown(10.0, 1, None, 1.0) == ""
+
+
+def test_the_demo_summary_says_how_sure_each_keep_is_and_what_it_means(tmp_path, capsys):
+    from autoresearch.cli import print_demo_summary
+    from test_analysis import write_runs
+    write_runs(tmp_path / "results.tsv")
+    print_demo_summary(tmp_path)
+    out = capsys.readouterr().out
+    assert "baseline val_bpb 3.050000 (mean of 3 runs)" in out
+    assert "kept #2: val_bpb 2.950000 over 3 runs, 0.1000 lower than the best it was tried on, between 0.0500 " \
+           "and 0.1500 lower at 95 %: better lr" in out
+    assert "what it means: val_bpb is how many bits" in out and "report --compare" in out
