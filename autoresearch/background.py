@@ -236,6 +236,42 @@ def live(root, tag) -> dict:
                 loop_log=_tail(log_file(root, tag)))
 
 
+def phase(info: dict, max_runs: int | None = None) -> str:
+    """What the loop is doing now, in words, from `live`'s info: stopped (with what runs again on the
+    next start), waiting for the agent, starting a run, training (k % of the budget), evaluating,
+    or judging (a confirmation k of at most max_runs, a control of the best)."""
+    cur = info["current"]
+    if not info["running"]:
+        if cur:
+            return (f"stopped: #{cur['number']} ({cur['description'][:60]}) runs again from where it was on the next "
+                    f"start")
+        return "stopped"
+    if cur is None:
+        return "between experiments"
+    if cur["phase"] == "proposing":
+        return f"the agent ({cur['agent']}) is proposing #{cur['number']}"
+    if cur["phase"] == "committing":
+        return f"committing #{cur['number']}"
+    run = cur["run"]
+    if run is None:
+        return f"judging #{cur['number']}"
+    what = {"baseline": f"the baseline at seed {run['seed']}", "candidate": f"the candidate at seed {run['seed']}",
+            "control": f"a control run of the best at seed {run['seed']}"}.get(run["role"])
+    if what is None and run["commit"] != cur["commit"]:
+        what = f"the best at seed {run['seed']}, to pair with the candidate"
+    if what is None:
+        done = sum(1 for r in cur["runs"] if (r.get("commit") or "")[:7] == cur["commit"] and r.get("role") != "verdict")
+        limit = f" of at most {max_runs}" if max_runs else ""
+        what = f"confirmation {done + 1}{limit} at seed {run['seed']}"
+    points = info["current_points"]
+    if not points:
+        return f"starting {what}"
+    progress = points[-1]["progress"]
+    if progress >= 0.99:
+        return f"evaluating {what} (the lab's evaluator scores its model)"
+    return f"training {what} ({progress:.0%} of the budget)"
+
+
 def curves_chart(info: dict, width: int = 520, height: int = 260):
     """Loss against the share of the time budget: the experiment in flight beside the best run."""
     import altair as alt

@@ -64,6 +64,31 @@ def read_manifest(cache=None) -> dict:
 validation_files = _manifest.validation_files
 
 
+def prepared_caches(*more) -> list[tuple[Path, dict]]:
+    """The prepared caches on this machine, each with its manifest: the one in use (AUTORESEARCH_CACHE
+    or the default), those beside it and in the user's cache folder named autoresearch*, and any
+    given; a folder without a readable manifest is left out."""
+    home, default = cache_home(), cache_dir()
+    candidates = [default, *more, *sorted(default.parent.glob("autoresearch*")), *sorted(home.glob("autoresearch*"))]
+    found: dict[Path, dict] = {}
+    for path in candidates:
+        path = Path(path).expanduser().resolve()
+        if path not in found and (path / "manifest.json").is_file():
+            try:
+                found[path] = read_manifest(path)
+            except LabError:
+                continue
+    return list(found.items())
+
+
+def describe_cache(path: Path, manifest: dict) -> str:
+    """One line: where a cache is, its profile, its training budget per run and its source."""
+    source = manifest.get("source")
+    kind = source.get("name") if isinstance(source, dict) else source
+    return (f"{path} ({manifest['profile']} profile, {manifest['constants']['TIME_BUDGET']} s per run"
+            + (f", {kind} source" if kind else "") + ")")
+
+
 def probe_device(where: Path, env: dict) -> str:
     """The device train.py will run on, named by `device_name`, from a Python of the lab's own that
     imports the prepare.py in `where` (the evaluator names it otherwise). It writes torch's bytecode

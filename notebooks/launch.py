@@ -24,7 +24,10 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="autoresearch: launch and watch")
 
 with app.setup:
+    import contextlib
+    import io
     import os
+    import re
     import shlex
     import sys
     import time
@@ -40,8 +43,10 @@ with app.setup:
     import polars as pl
 
     from autoresearch import background, harness
+    from autoresearch.judge import Policy
     from autoresearch.scheduler import init_run
     from autoresearch.workspace import LabError
+    from harness import build as cache_build  # the harness's build pipeline (prepare.py's)
 
     FEED_COLUMNS = ["experiment", "role", "seed", "commit", "status", "run_bpb", "val_bpb", "runs", "lines_added",
                     "lines_removed", "agent", "description", "num_steps", "tokens_per_s", "started", "reason"]
@@ -65,6 +70,17 @@ def feed(rows: pl.DataFrame) -> pl.DataFrame:
 
 
 @app.function
+def readable(error: Exception) -> mo.Html:
+    """A lab error as a person reads it in this notebook: commands as code, the notebook's controls
+    named where the message names a command-line flag."""
+    parts = re.split(r"(`[^`]*`)", str(error))  # code spans stay as they are
+    for flag, control in (("--tag", "tag in the tag box"), ("--agent", "the agent menu"),
+                          ("--max-experiments", "max experiments"), ("--max-hours", "max hours")):
+        parts = [p if p.startswith("`") else re.sub(rf"{re.escape(flag)}(?![\w-])", control, p) for p in parts]
+    return mo.callout(mo.md("".join(parts)), kind="danger")
+
+
+@app.function
 def agent_argument(kind: str, replay_file: str) -> str:
     if kind == "replay":
         if not replay_file.strip():
@@ -84,6 +100,51 @@ def _():
     on the next start). The view below refreshes from the run's files, so it shows a loop started
     anywhere, also from a terminal with `autoresearch run`.
     """)
+    return
+
+
+@app.cell
+def _():
+    get_cache, set_cache = mo.state(None)  # the cache picked (or just prepared) for new runs
+    return get_cache, set_cache
+
+
+@app.cell
+def _(get_cache, get_changed, set_cache):
+    get_changed()
+    _caches = {harness.describe_cache(_p, _m): str(_p) for _p, _m in harness.prepared_caches()}
+    _picked = next((k for k, v in _caches.items() if v == get_cache()), next(iter(_caches), None))
+    cache_pick = mo.ui.dropdown(options=_caches, value=_picked, label="data for a new run",
+                                on_change=set_cache, full_width=True)
+    class_budget = mo.ui.number(start=2, stop=3600, step=1, value=10, label="seconds of training per run")
+    prepare_button = mo.ui.run_button(label="prepare a tiny cache with this budget")
+    mo.vstack([
+        mo.md("### Data"),
+        cache_pick if _caches else mo.md("_No prepared cache yet: prepare one here, or with the prepare notebook._"),
+        mo.hstack([class_budget, prepare_button], justify="start", gap=1),
+        mo.md("A new run uses the cache picked here (its profile and training budget are fixed for the run); "
+              "a run already made keeps its own. Preparing takes about ten seconds on a laptop (the `python` "
+              "source, the `tiny` profile)."),
+    ])
+    return cache_pick, class_budget, prepare_button
+
+
+@app.cell
+def do_prepare(class_budget, prepare_button, set_cache, set_changed):
+    mo.stop(not prepare_button.value)
+    _budget = int(class_budget.value)
+    _cache = harness.cache_home() / f"autoresearch-tiny-{_budget}s"
+    _out = io.StringIO()
+    try:
+        with mo.status.spinner(title=f"preparing {_cache} (tiny profile, {_budget} s per run) ..."):
+            with contextlib.redirect_stdout(_out), contextlib.redirect_stderr(_out):
+                cache_build.prepare(profile="tiny", source="python", time_budget=_budget, cache=_cache)
+        _msg = mo.callout(mo.md(f"Prepared `{_cache}`: new runs use it."), kind="success")
+        set_cache(str(_cache.resolve()))
+    except Exception as _e:  # a CacheError and what the build raises: shown, never a traceback
+        _msg = mo.callout(mo.md(f"Could not prepare `{_cache}`: {_e}"), kind="danger")
+    set_changed(lambda n: n + 1)
+    _msg
     return
 
 
@@ -116,16 +177,17 @@ def _():
 
 
 @app.cell
-def do_init(init_button, set_changed, tag):
+def do_init(cache_pick, init_button, set_changed, tag):
     mo.stop(not init_button.value)
     try:
-        _workdir = init_run(ROOT, tag.value.strip())
-        _manifest = harness.read_manifest()
+        _cache = cache_pick.value or None
+        _workdir = init_run(ROOT, tag.value.strip(), cache=_cache)
+        _manifest = harness.read_manifest(_cache)
         _msg = mo.callout(mo.md(f"Created run `{tag.value.strip()}` in `{_workdir}` (profile "
                                 f"{_manifest['profile']}, {_manifest['constants']['TIME_BUDGET']} s per experiment). "
                                 f"Press **start loop**."), kind="success")
     except LabError as _e:
-        _msg = mo.callout(str(_e), kind="danger")
+        _msg = readable(_e)
     set_changed(lambda n: n + 1)
     _msg
     return
@@ -142,7 +204,7 @@ def do_start(agent, extra, max_experiments, max_hours, replay_file, set_changed,
         _msg = mo.callout(mo.md(f"Loop started (pid {_pid}); its output: "
                                 f"`{background.log_file(ROOT, tag.value.strip())}`."), kind="success")
     except (LabError, ValueError) as _e:
-        _msg = mo.callout(str(_e), kind="danger")
+        _msg = readable(_e)
     set_changed(lambda n: n + 1)
     _msg
     return
@@ -157,7 +219,7 @@ def do_stop(set_changed, stop_button, tag):
         _msg = mo.callout("Loop stopped." if _stopped else "No loop was running on this run.",
                           kind="success" if _stopped else "neutral")
     except LabError as _e:
-        _msg = mo.callout(str(_e), kind="danger")
+        _msg = readable(_e)
     set_changed(lambda n: n + 1)
     _msg
     return
@@ -178,7 +240,7 @@ def live_view(get_changed, refresh, tag):
         info = background.live(ROOT, _tag)
     except LabError as _e:
         info = None
-        _view = mo.callout(mo.md(f"{_e}. Press **init run** to create it."), kind="neutral")
+        _view = mo.callout(mo.md(f"No run tagged `{_tag}` yet. Press **init run** to create it."), kind="neutral")
     if info is not None:
         _rows, _cur = info["rows"], info["current"]
         _best = info["best"]
@@ -194,18 +256,17 @@ def live_view(get_changed, refresh, tag):
             mo.stat(info["device"] or "-", label="device",
                     caption=f"{info['time_budget']} s budget" if info["time_budget"] else None),
         ], justify="start", gap=1)
-        if _cur:
+        _phase = background.phase(info, Policy().max_runs)
+        if _cur and info["running"]:
             _last = info["current_points"][-1] if info["current_points"] else None
-            _where = (f" — {_last['progress']:.0%} of the budget, step {_last['step']}, loss {_last['loss']:.4f}, "
-                      f"{_last['tokens_per_s']:,.0f} tok/s" if _last else "")
-            _run = _cur["run"]
-            _which = f", run {len(_cur['runs']) + 1}: {_run['role']} at seed {_run['seed']}" if _run else ""
+            _where = (f" — step {_last['step']}, loss {_last['loss']:.4f}, {_last['tokens_per_s']:,.0f} tok/s"
+                      if _last else "")
             _done = ", ".join(f"{r['role']} s{r['seed']} {float(r['run_bpb']):.4f}" for r in _cur["runs"] if r["run_bpb"])
-            _now = mo.md(f"**In flight:** #{_cur['number']} ({_cur['agent']}, {_cur['phase']}{_which}"
-                         f"{', since ' + _cur['started'] if _cur['started'] else ''}): {_cur['description']}{_where}"
+            _now = mo.md(f"**Now:** {_phase}{_where}  \n**In flight:** #{_cur['number']} ({_cur['agent']}"
+                         f"{', since ' + _cur['started'] if _cur['started'] else ''}): {_cur['description']}"
                          + (f"  \nIts runs so far: {_done}" if _done else ""))
         else:
-            _now = mo.md("**In flight:** nothing" + ("" if info["running"] else " (start the loop to run experiments)"))
+            _now = mo.md(f"**Now:** {_phase}" + ("" if info["running"] else " (press **start loop** to go on)"))
         _view = mo.vstack([
             _stats, _now,
             background.curves_chart(info),

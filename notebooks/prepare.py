@@ -37,15 +37,16 @@ with app.setup:
     import polars as pl
 
     # the harness is the repository's prepare.py, which this notebook's own name would shadow:
-    # put the checkout first on the path and import it as `harness`
+    # put the checkout first on the path and import it as `runtime` (the harness package is `harness`)
     REPO = Path(__file__).resolve().parents[1]
     if sys.path[:1] != [str(REPO)]:
         sys.path.insert(0, str(REPO))
-    harness = importlib.import_module("prepare")
-    if Path(harness.__file__).resolve() != REPO / "prepare.py":
-        raise ImportError(f"imported {harness.__file__} instead of {REPO / 'prepare.py'}")
+    runtime = importlib.import_module("prepare")
+    if Path(runtime.__file__).resolve() != REPO / "prepare.py":
+        raise ImportError(f"imported {runtime.__file__} instead of {REPO / 'prepare.py'}")
     from harness import build
 
+    from harness.sources import DOC_MAX_CHARS
     from autoresearch.cache_view import (BOS_MARK, SAMPLE_TOKENS, decoded_rows, length_histogram, split_stats,
                                          tokenizer_checks)
 
@@ -89,10 +90,10 @@ def _():
 @app.cell
 def _():
     source = mo.ui.dropdown(options=["python", "files", "climbmix"], value="python", label="source")
-    profile = mo.ui.dropdown(options=sorted(harness.PROFILES), value="tiny", label="profile")
+    profile = mo.ui.dropdown(options=sorted(runtime.PROFILES), value="tiny", label="profile")
     path_box = mo.ui.text(placeholder="a folder or glob of .txt/.md/.jsonl/.parquet", label="path (files)",
                           full_width=True)
-    cache_box = mo.ui.text(value=str(harness.cache_dir()), label="cache", full_width=True)
+    cache_box = mo.ui.text(value=str(runtime.cache_dir()), label="cache", full_width=True)
     max_chars = mo.ui.number(start=0, stop=10**12, step=1_000_000, value=0, label="max characters (0: all)")
     time_budget = mo.ui.number(start=0, stop=86_400, step=10, value=0, label="time budget s (0: the profile's)")
     eval_tokens = mo.ui.number(start=0, stop=10**10, step=4096, value=0, label="eval tokens (0: the profile's)")
@@ -145,8 +146,8 @@ def _(cache_box, get_generation):
     get_generation()
     cache = Path(cache_box.value).expanduser()
     try:
-        manifest = harness.load_manifest(cache)
-    except harness.CacheError as _e:
+        manifest = runtime.load_manifest(cache)
+    except runtime.CacheError as _e:
         manifest = None
         _view = mo.callout(mo.md(f"Nothing to show yet: {_e}"), kind="warn")
     else:
@@ -178,7 +179,7 @@ def _(cache, manifest):
     mo.stop(manifest is None)
     _stats = split_stats(cache, manifest)
     _max = manifest["constants"]["MAX_SEQ_LEN"]
-    _longer = sum(int((np.diff(harness.load_split(s, cache)[1]) > _max).sum()) for s in ("train", "val"))
+    _longer = sum(int((np.diff(runtime.load_split(s, cache)[1]) > _max).sum()) for s in ("train", "val"))
     mo.vstack([
         mo.md("### Documents and tokens per split"),
         mo.ui.table(_stats, selection=None, pagination=False, show_column_summaries=False,
@@ -188,6 +189,9 @@ def _(cache, manifest):
               f"{SAMPLE_TOKENS:,} tokens of each split; `val_bpb` divides the loss by these bytes. "
               f"{_longer:,} documents are longer than a row ({_max} tokens) and are cut across rows."),
         length_histogram(cache, _max),
+        mo.md(f"The spike near the right: files longer than {DOC_MAX_CHARS:,} characters are split into "
+              f"documents of {DOC_MAX_CHARS:,} characters each (the `python` and `files` sources), so most of a "
+              f"long file's pieces have the same length in tokens; the last piece of each file is shorter."),
     ])
     return
 
@@ -207,10 +211,10 @@ def _(manifest):
 
 @app.cell
 def _(cache, sample_rows, sample_split):
-    tokenizer = harness.Tokenizer.from_directory(cache / "tokenizer")
-    _T = harness.load_manifest(cache)["constants"]["MAX_SEQ_LEN"]
+    tokenizer = runtime.Tokenizer.from_directory(cache / "tokenizer")
+    _T = runtime.load_manifest(cache)["constants"]["MAX_SEQ_LEN"]
     with using_cache(cache):
-        _loader = harness.make_dataloader(tokenizer, sample_rows.value, _T, sample_split.value, device="cpu")
+        _loader = runtime.make_dataloader(tokenizer, sample_rows.value, _T, sample_split.value, device="cpu")
         _x, _y, _epoch = next(_loader)
     _rows = np.concatenate([_x.numpy(), _y.numpy()[:, -1:]], axis=1)
     mo.Html(decoded_rows(tokenizer, _rows))

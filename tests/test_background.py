@@ -121,3 +121,27 @@ def test_a_loop_that_fails_to_start_says_why_in_its_log(run):
     log = (repo / "runs" / tag / ".lab" / "loop.log").read_text()
     assert "error:" in log and "nosuchagent" in log and pid > 0
     assert json.loads((repo / "runs" / tag / ".lab" / "state.json").read_text())["experiments"] == []
+
+
+def test_the_phase_is_named_from_what_the_run_s_files_say():
+    def info(running=True, phase="measuring", run=None, points=(), runs=()):
+        current = None if phase is None else dict(number=3, description="wider", agent="search", phase=phase,
+                                                  commit="bbbbbbb", run=run, runs=list(runs))
+        return dict(running=running, current=current, current_points=[dict(progress=p) for p in points])
+    candidate = dict(role="candidate", seed=42, commit="bbbbbbb")
+    assert background.phase(info(running=False, phase=None)) == "stopped"
+    assert background.phase(info(running=False, run=candidate)).startswith("stopped: #3 (wider) runs again")
+    assert background.phase(info(phase=None)) == "between experiments"
+    assert background.phase(info(phase="proposing")) == "the agent (search) is proposing #3"
+    assert background.phase(info(run=candidate)) == "starting the candidate at seed 42"
+    assert background.phase(info(run=candidate, points=(0.1, 0.42))) == \
+        "training the candidate at seed 42 (42% of the budget)"
+    assert background.phase(info(run=candidate, points=(0.5, 0.995))).startswith("evaluating the candidate")
+    confirm = dict(role="confirm", seed=43, commit="bbbbbbb")
+    runs = [dict(commit="bbbbbbb", role="candidate"), dict(commit="aaaaaaa", role="confirm")]
+    assert background.phase(info(run=confirm, runs=runs, points=(0.3,)), max_runs=5) == \
+        "training confirmation 2 of at most 5 at seed 43 (30% of the budget)"
+    best = dict(role="confirm", seed=44, commit="aaaaaaa")
+    assert background.phase(info(run=best, runs=runs)) == "starting the best at seed 44, to pair with the candidate"
+    assert background.phase(info(run=dict(role="control", seed=45, commit="aaaaaaa"))) == \
+        "starting a control run of the best at seed 45"

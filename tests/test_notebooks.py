@@ -5,6 +5,7 @@ Run: uv run pytest tests/test_notebooks.py   (about a minute; every test starts 
 import importlib.util
 import itertools
 import os
+import re
 import subprocess
 import sys
 import time
@@ -143,7 +144,7 @@ def test_the_prepare_button_runs_prepare_and_shows_its_output(setting, tiny_cach
     assert "finished" in output.text and "already prepared" in output.text and len(bumps) == 1
     output, _ = nb.do_prepare.run(**dict(cell_args, time_budget=ui(5)))  # other settings: refused, and said so
     assert "failed" in output.text and "already holds another cache" in output.text
-    assert nb.harness.load_manifest(tiny_cache)["constants"]["TIME_BUDGET"] == 4  # untouched
+    assert nb.runtime.load_manifest(tiny_cache)["constants"]["TIME_BUDGET"] == 4  # untouched
 
 
 def test_the_launch_buttons_init_start_watch_and_stop(tiny_cache, tmp_path, monkeypatch):
@@ -160,11 +161,14 @@ def test_the_launch_buttons_init_start_watch_and_stop(tiny_cache, tmp_path, monk
         output, _ = nb.live_view.run(get_changed=lambda: 0, refresh=ui("2s"), tag=tag)
         return output.text
 
-    assert "no run tagged" in live_text()
-    output, _ = nb.do_init.run(init_button=ui(True), set_changed=bump, tag=tag)
-    assert "Created run" in output.text
-    output, _ = nb.do_init.run(init_button=ui(True), set_changed=bump, tag=tag)
-    assert "exists already" in output.text
+    assert "No run tagged" in live_text()
+    output, _ = nb.do_init.run(cache_pick=ui(str(tiny_cache)), init_button=ui(True), set_changed=bump, tag=tag)
+    assert "Created run" in output.text and "profile tiny" in output.text
+    output, _ = nb.do_init.run(cache_pick=ui(str(tiny_cache)), init_button=ui(True), set_changed=bump, tag=tag)
+    # the notebook's own control is named; the command stays code
+    assert "exists already" in output.text and "pick another tag in the tag box" in output.text
+    assert "--tag" not in output.text.replace("autoresearch run --tag lt", "")
+    assert "Now:</strong> stopped" in live_text()
     start = dict(agent=ui("search"), extra=ui("--seed 3"), max_experiments=ui(1), max_hours=ui(0),
                  replay_file=ui(""), set_changed=bump, start_button=ui(True), tag=tag)
     output, _ = nb.do_start.run(**dict(start, agent=ui("replay")))
@@ -176,13 +180,34 @@ def test_the_launch_buttons_init_start_watch_and_stop(tiny_cache, tmp_path, monk
         assert pid and f"running, pid {pid}" in live_text()
         output, _ = nb.do_start.run(**start)
         assert "already running" in output.text
-        deadline = time.time() + 60  # one experiment (the baseline), then the loop ends by itself
+        deadline, phases = time.time() + 60, set()  # one experiment (the baseline), then the loop ends by itself
         while background.loop_pid(repo, "lt") and time.time() < deadline:
-            time.sleep(0.3)
+            phases.add(re.search(r"Now:</strong> (\w+)", live_text()).group(1))
+            time.sleep(0.2)
+        assert phases & {"starting", "training", "evaluating"}, phases  # the live view names what the loop does
         text = live_text()
         assert "not running" in text and "baseline" in text and "--seed 3" in text
+        assert "Now:</strong> stopped" in text and "In flight" not in text
     finally:
         background.stop_loop(repo, "lt", timeout=10)
     output, _ = nb.do_stop.run(set_changed=bump, stop_button=ui(True), tag=tag)
     assert "No loop was running" in output.text
     assert ledger.read_rows(repo / "runs" / "lt" / "results.tsv")[0]["seed"] == "3"
+
+
+def test_the_launch_notebook_prepares_a_cache_with_a_chosen_budget_and_lists_it(tmp_path, monkeypatch):
+    """A classroom budget without leaving the notebook: the cache is prepared in the user's cache folder,
+    listed with its profile and budget, and picked for new runs."""
+    from autoresearch import harness
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
+    monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "nothing-here"))
+    nb = load_notebook("launch")
+    picked = []
+    output, _ = nb.do_prepare.run(class_budget=ui(7), prepare_button=ui(True), set_cache=picked.append,
+                                  set_changed=[].append)
+    made = (tmp_path / "home-cache" / "autoresearch-tiny-7s").resolve()
+    assert "Prepared" in output.text, output.text
+    assert picked == [str(made)]
+    listed = dict(harness.prepared_caches())
+    assert list(listed) == [made] and listed[made]["constants"]["TIME_BUDGET"] == 7
+    assert "(tiny profile, 7 s per run, python source)" in harness.describe_cache(made, listed[made])
