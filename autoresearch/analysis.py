@@ -121,6 +121,45 @@ def _status_scale(df: pl.DataFrame) -> alt.Scale:
     return alt.Scale(domain=domain or [ledger.KEEP], range=[colors[s] for s in domain] or [STATUS_COLORS[ledger.KEEP]])
 
 
+PICK = "pick"  # the charts' point selection: a click on an experiment picks it (the notebook shows it)
+
+
+def _pick():
+    return alt.selection_point(name=PICK, fields=["experiment"], on="click")
+
+
+def picked(selections) -> int | None:
+    """The experiment a click on a chart picked, from its selections ({PICK: {"experiment": [n]}}, as
+    marimo's altair_chart keeps them), or None."""
+    value = (selections or {}).get(PICK) if isinstance(selections, dict) else None
+    got = value.get("experiment") if isinstance(value, dict) else None
+    if isinstance(got, (list, tuple)):
+        got = got[0] if got else None
+    try:
+        return int(got) if got is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def experiment_detail(df: pl.DataFrame, number: int | None) -> dict | None:
+    """One experiment: its verdict row (description, status, reason, commit, parent, mean val_bpb,
+    lines) and its runs (role, seed, commit, status, run_bpb, steps, tokens/s), each with its row's
+    index in the ledger (which names its log); None when there is no such experiment."""
+    if number is None or df.height == 0:
+        return None
+    mine = df.with_row_index("row").filter(pl.col("experiment") == number)
+    if mine.height == 0:
+        return None
+    ends = mine.filter(pl.col("is_verdict"))
+    verdict = (ends if ends.height else mine).row(-1, named=True)
+    runs = mine.filter((pl.col("role") != "verdict") & (pl.col("commit") != "none") & (pl.col("commit") != ""))
+    return dict(number=number, description=verdict["description"], status=verdict["status"],
+                reason=verdict["reason"], commit=verdict["commit"], parent=verdict["parent"] or "",
+                val=verdict["val"], lines=(int(verdict["lines_added"] or 0), int(verdict["lines_removed"] or 0)),
+                runs=runs.select("row", "role", pl.col("seed").cast(pl.Int64), "commit", "status",
+                                 pl.col("run_val").alias("run_bpb"), "num_steps", "tokens_per_s"))
+
+
 def _points(df: pl.DataFrame) -> pl.DataFrame:
     """Experiments with a number to plot, val_bpb replaced by the cleaned val (a mean over its runs)."""
     return experiments(df).filter(pl.col("val").is_not_null()).select(
@@ -160,9 +199,11 @@ def progress_chart(df: pl.DataFrame) -> alt.Chart:
     yscale = alt.Scale(domain=[lo - pad, hi + pad], zero=False)
     y = alt.Y("val_bpb:Q", title="val_bpb (lower is better)", scale=yscale)
     base = alt.Chart(pts)
-    points = base.mark_point(filled=True, size=60).encode(
+    pick = _pick()
+    points = base.mark_point(filled=True).encode(
         x=x, y=y, color=alt.Color("status:N", scale=_status_scale(pts)),
-        opacity=alt.condition("datum.kept", alt.value(1.0), alt.value(0.35)), tooltip=TOOLTIP)
+        size=alt.condition(pick, alt.value(150), alt.value(60), empty=False),  # the picked one stands out
+        opacity=alt.condition("datum.kept", alt.value(1.0), alt.value(0.35)), tooltip=TOOLTIP).add_params(pick)
     layers = []
     frontier = experiments(df).filter(pl.col("best_so_far").is_not_null()).select(
         "experiment", "best_so_far", band_low=pl.col("best_so_far") - pl.col("noise").forward_fill(),
@@ -210,7 +251,8 @@ def complexity_chart(df: pl.DataFrame, lam: float = DEFAULT_LAMBDA) -> alt.Chart
     lo, hi = pts["val_bpb"].min(), pts["val_bpb"].max()
     pad = max((hi - lo) * 0.08, 1e-3)
     ymin, ymax = lo - pad, hi + pad
-    x = alt.X("net_lines:Q", title="net lines changed (added - removed)", scale=alt.Scale(domain=[xmin, xmax]))
+    x = alt.X("net_lines:Q", title="net lines changed (added - removed)", scale=alt.Scale(domain=[xmin, xmax]),
+              axis=alt.Axis(tickMinStep=1, format="d"))
     yscale = alt.Scale(domain=[ymin, ymax])
     y = alt.Y("val_bpb:Q", title="val_bpb", scale=yscale)
     layers = []
@@ -234,7 +276,7 @@ def complexity_chart(df: pl.DataFrame, lam: float = DEFAULT_LAMBDA) -> alt.Chart
             align="right", dy=-6, fontSize=10, color="#777", clip=True).encode(text="level:N"))
     layers.append(alt.Chart(pts).mark_point(filled=True, size=60, clip=True).encode(
         x=x, y=y, color=alt.Color("status:N", scale=_status_scale(pts)),
-        opacity=alt.condition("datum.kept", alt.value(1.0), alt.value(0.45)), tooltip=TOOLTIP))
+        opacity=alt.condition("datum.kept", alt.value(1.0), alt.value(0.45)), tooltip=TOOLTIP).add_params(_pick()))
     title = f"val_bpb vs lines changed (lam {lam:g} bpb/line; shaded: would be kept now)"
     return alt.layer(*layers).properties(width=720, height=360, title=title).interactive()
 

@@ -37,7 +37,8 @@ with app.setup:
 
     import polars as pl
 
-    from autoresearch import analysis
+    from autoresearch import analysis, ledger, logs, workspace
+    from autoresearch.workspace import LabError
 
 
 @app.function
@@ -45,6 +46,53 @@ def find_results(root: Path) -> dict:
     """{tag: path} of every run's results.tsv, the most recently written last."""
     found = sorted((root / "runs").glob("*/results.tsv"), key=lambda p: p.stat().st_mtime)
     return {p.parent.name: str(p) for p in found}
+
+
+@app.function
+def detail_view(df: pl.DataFrame, number, results_path) -> mo.Html:
+    """One experiment as a person looks into it: what it changed, its verdict and why, its runs, its diff
+    against the best it was tried on (from the run's repository) and the tail of its last run's log."""
+    detail = analysis.experiment_detail(df, number)
+    if detail is None:
+        return mo.md("_Click a point in a chart above (or pick an experiment) to see it here._")
+    workdir = results_path.parent if results_path is not None else None
+    in_repo = workdir is not None and (workdir / ".git").exists()
+    diff = None
+    if in_repo and detail["parent"] and detail["commit"] not in ("", "none"):
+        try:
+            diff = workspace.diff_text(workdir, detail["parent"], detail["commit"])
+        except LabError as e:
+            diff = f"(the diff could not be read: {e})"
+    runs = detail["runs"]
+    tail = ""
+    if in_repo and runs.height:
+        row = runs.row(-1, named=True)
+        rows = ledger.read_rows(results_path)
+        tail = logs.tail(logs.row_log(workdir, rows[row["row"]], row["row"]))
+    added, removed = detail["lines"]
+    head = (f"### #{detail['number']}: {detail['description']}\n\n**{detail['status']}**"
+            + (f", mean val_bpb {detail['val']:.6f}" if detail["val"] is not None else "")
+            + f", +{added}/−{removed} lines, commit `{detail['commit']}`"
+            + (f" on `{detail['parent']}`" if detail["parent"] else "")
+            + (f"  \n{detail['reason']}" if detail["reason"] else ""))
+    parts = [mo.md(head),
+             mo.ui.table(runs.drop("row"), selection=None, show_column_summaries=False,
+                         format_mapping={"run_bpb": "{:.6f}".format}) if runs.height else mo.md("_No run: it never ran._")]
+    if diff is not None:
+        parts.append(mo.accordion({"diff of train.py against the best it was tried on": mo.plain_text(diff or "(no change)")}))
+    elif not in_repo:
+        parts.append(mo.md("_The diff and the logs are in the run's worktree: pick the run above to see them._"))
+    if tail:
+        parts.append(mo.accordion({"the tail of its last run's log": mo.plain_text(tail)}))
+    return mo.vstack(parts)
+
+
+@app.function
+def clickable(chart) -> mo.ui.altair_chart:
+    """A chart drawn as SVG (each point an element a click, or a test, can find), whose point selection
+    picks an experiment; it zooms and pans (scroll, drag), a double click resets it."""
+    chart = chart.properties(usermeta={"embedOptions": {"renderer": "svg"}})
+    return mo.ui.altair_chart(chart, chart_selection=False, legend_selection=False)
 
 
 @app.function
@@ -110,19 +158,41 @@ def _(path_box, run_pick):
         mo.md(f"**Best:** #{s['best_experiment']} `{s['best_commit']}` (mean of {s['best_runs']} runs): "
               f"{s['best_description']}" if s["best_val"] is not None else "**Best:** none yet"),
     ])
-    return (df,)
+    return df, results_path
 
 
 @app.cell
 def _(df):
-    # the charts zoom and pan (scroll, drag); a double click resets them
-    mo.ui.altair_chart(analysis.progress_chart(df), chart_selection=False, legend_selection=False)
-    return
+    progress = clickable(analysis.progress_chart(df))  # a click on an experiment shows it below
+    progress
+    return (progress,)
 
 
 @app.cell
 def _(df, lam):
-    mo.ui.altair_chart(analysis.complexity_chart(df, lam=lam.value), chart_selection=False, legend_selection=False)
+    complexity = clickable(analysis.complexity_chart(df, lam=lam.value))
+    mo.vstack([complexity, mo.md(
+        "Each dashed line joins the points of equal penalized score, val_bpb + λ × net lines: a change "
+        "that adds lines must lower val_bpb by λ per line to score the same, one that deletes lines may cost "
+        "that much. The shaded region is where the next experiment would be kept now. Move λ to see how much "
+        "it matters here: the search agent's changes are about ±1 line each, so for them λ barely moves the "
+        "verdict; a coding agent's edits of tens of lines feel it.")])
+    return (complexity,)
+
+
+@app.cell
+def _(df):
+    _numbers = analysis.experiments(df)["experiment"].to_list() if df.height else []
+    experiment_pick = mo.ui.dropdown(options=[str(n) for n in _numbers], label="or pick an experiment")
+    experiment_pick
+    return (experiment_pick,)
+
+
+@app.cell
+def _(complexity, df, experiment_pick, progress, results_path):
+    _number = (analysis.picked(progress.selections) or analysis.picked(complexity.selections)
+               or (int(experiment_pick.value) if experiment_pick.value else None))
+    detail_view(df, _number, results_path)
     return
 
 

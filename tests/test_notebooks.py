@@ -211,3 +211,78 @@ def test_the_launch_notebook_prepares_a_cache_with_a_chosen_budget_and_lists_it(
     listed = dict(harness.prepared_caches())
     assert list(listed) == [made] and listed[made]["constants"]["TIME_BUDGET"] == 7
     assert "(tiny profile, 7 s per run, python source)" in harness.describe_cache(made, listed[made])
+
+
+def test_an_experiment_picked_in_the_analyze_notebook_shows_its_runs_diff_and_log(setting, tiny_cache, tmp_path):
+    """What a click on a chart shows: the experiment's verdict, its runs, its diff against its parent
+    (read from the run's repository) and the tail of its log."""
+    from autoresearch import analysis
+    nb = load_notebook("analyze")
+    results = run_with_a_change(tmp_path, tiny_cache)
+    df = analysis.load(results)
+    assert analysis.picked({analysis.PICK: {"experiment": [2]}}) == 2 and analysis.picked({}) is None
+    text = nb.detail_view(df, 2, results).text
+    assert "#2: a stronger unigram" in text and "discard" in text and "+1/−1 lines" in text
+    assert "-WEIGHT = 0.5" in text and "+WEIGHT = 0.9" in text  # the diff, from the run's repository
+    assert "the last line" in text  # its log's tail
+    assert "Click a point" in nb.detail_view(df, None, results).text
+    # from a results file outside a run's worktree: no diff to read, and the view says where it is
+    assert "in the run's worktree" in nb.detail_view(analysis.load(setting.results), 2, setting.results).text
+
+
+def run_with_a_change(tmp_path, cache):
+    """A run's worktree with a baseline and one discarded change, its commit and its log: its results.tsv."""
+    workdir = init_run(make_repo(tmp_path / "repo"), "pick", cache=cache)
+    base = workspace.head(workdir)
+    (workdir / "train.py").write_text((workdir / "train.py").read_text().replace("WEIGHT = 0.5", "WEIGHT = 0.9"))
+    commit = workspace.commit_train(workdir, "a stronger unigram")
+    results = workdir / "results.tsv"
+    ledger.append(results, dict(experiment=1, commit=base[:7], role="baseline", seed=42, run_bpb=3.5, val_bpb=3.5,
+                                status="keep", description="baseline", runs=1))
+    ledger.append(results, dict(experiment=2, commit=commit[:7], parent=base[:7], role="candidate", seed=42,
+                                run_bpb=3.4, val_bpb=3.4, status="discard", description="a stronger unigram",
+                                lines_added=1, lines_removed=1, runs=1))
+    (workdir / "logs").mkdir()
+    (workdir / "logs" / f"0002-{commit[:7]}-s42.log").write_text("step 00000 | 0.0% | loss 8.0\nthe last line\n")
+    return results
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
+def test_clicking_a_point_in_chromium_shows_that_experiment_and_its_diff(tiny_cache, tmp_path):
+    """The analyze notebook served as an app (`marimo run`), in headless Chromium: a click on experiment 2
+    in the progress chart shows it, and its diff opens under it."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import socket
+    results = run_with_a_change(tmp_path, tiny_cache)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, AUTORESEARCH_ROOT=str(results.parents[2]), AUTORESEARCH_CACHE=str(tiny_cache))
+    server = subprocess.Popen([sys.executable, "-m", "marimo", "run", "--headless", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-token", str(NOTEBOOKS / "analyze.py")], cwd=tmp_path,
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1300, "height": 1600})
+            deadline = time.time() + 60
+            while True:  # the server takes a few seconds to listen
+                try:
+                    page.goto(f"http://127.0.0.1:{port}")
+                    break
+                except sync_api.Error:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.5)
+            page.wait_for_selector("text=Click a point", timeout=60_000)
+            page.locator('path[aria-label*="experiment: 2;"]').first.click(timeout=30_000)
+            page.wait_for_selector("text=#2: a stronger unigram", timeout=30_000)
+            page.get_by_text("diff of train.py against the best it was tried on").click()
+            page.locator("pre:visible", has_text="+WEIGHT = 0.9").first.wait_for(timeout=30_000)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
