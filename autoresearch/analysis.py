@@ -397,7 +397,19 @@ def setup(df: pl.DataFrame) -> dict:
                 time_budget=listed("time_budget", seconds),
                 data=listed("data_hash", lambda v: v[:12]), tokenizer=listed("tokenizer_hash", lambda v: v[:12]),
                 agent=", ".join(agents) if agents else "not recorded", policy=listed("policy"), noise=noise,
-                sandbox=listed("sandbox"))
+                sandbox=listed("sandbox"), workers=workers(df))
+
+
+def workers(df: pl.DataFrame) -> str:
+    """The workers the runs went to (`--workers N`) and how many runs each took; one worker, this
+    machine's, where the ledger names none."""
+    if "worker" not in df.columns:
+        return "1 (this machine)"
+    counts = df.filter(pl.col("worker").is_not_null() & (pl.col("worker") != "")).group_by("worker").len().sort("worker")
+    if counts.height == 0:
+        return "1 (this machine)"
+    each = ", ".join(f"{w}: {n} run{'s' if n != 1 else ''}" for w, n in counts.iter_rows())
+    return f"{counts.height} ({each})"
 
 
 def every_experiment(df: pl.DataFrame) -> pl.DataFrame:

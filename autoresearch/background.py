@@ -161,8 +161,7 @@ def stop_loop(root, tag, timeout: float = 30) -> bool:
     while time.time() < deadline and not stopped():
         time.sleep(0.1)
     try:  # a train.py orphaned by the killed loop (the next `run` would also kill it)
-        pgid = state.load(workdir).get("child_pgid")
-        if pgid:
+        for pgid in state.child_groups(state.load(workdir)):
             runner.kill_group(pgid)
     except (OSError, ValueError, LabError):
         pass
@@ -217,6 +216,15 @@ def live(root, tag) -> dict:
                        run=dict(role=run["role"], seed=run["seed"], commit=run["commit"][:7]) if run else None)
         if run and exp.get("phase") == "measuring":
             current_points = progress_points(logs.log_path(workdir, exp["number"], run["commit"], run["seed"]))
+    runs_in_flight = []  # one per worker busy (several with --workers N)
+    for exp in in_flight:
+        run = exp.get("run")
+        if run and exp.get("phase") == "measuring":
+            points = progress_points(logs.log_path(workdir, exp["number"], run["commit"], run["seed"]))
+            runs_in_flight.append(dict(worker=run.get("worker") or "local", experiment=exp["number"],
+                                       description=exp.get("description", ""), role=run["role"], seed=run["seed"],
+                                       commit=run["commit"][:7],
+                                       progress=points[-1]["progress"] if points else None))
     ended = measurements.verdicts(rows)
     best, best_points = None, []
     keeps = [r for r in ended if r["status"] == ledger.KEEP]
@@ -228,6 +236,7 @@ def live(root, tag) -> dict:
             best_points = progress_points(logs.row_log(workdir, runs_of_best[-1][1], runs_of_best[-1][0]))
     pid = loop_pid(root, tag)
     return dict(tag=st.get("tag", tag), workdir=str(workdir), pid=pid, running=pid is not None, current=current,
+                runs_in_flight=runs_in_flight,
                 current_points=current_points, best=best, best_points=best_points,
                 best_val_bpb=measurements.best(rows, st["best_commit"]).mean if rows else None,
                 noise=measurements.noise(rows), rows=_frame(results),

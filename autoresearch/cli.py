@@ -71,9 +71,11 @@ def cmd_run(args) -> int:
         agent = make_agent(args.agent, seed=args.seed, model=args.model)
     except ValueError as e:
         raise LabError(str(e)) from None
-    lab = Scheduler(workdir, policy_from(args), allowance=args.allowance)
+    lab = Scheduler(workdir, policy_from(args), allowance=args.allowance, workers=args.workers,
+                    ray_address=args.ray_address)
+    workers = f" | {lab.executor.slots} workers on Ray" if lab.executor.slots > 1 else ""
     print(f"run {lab.state['tag']} in {workdir} | agent {agent.name} | profile {lab.manifest['profile']} | "
-          f"budget {lab.budget}s per run | {describe_policy(lab.policy)} | Ctrl-C stops cleanly")
+          f"budget {lab.budget}s per run{workers} | {describe_policy(lab.policy)} | Ctrl-C stops cleanly")
     lab.run(agent, max_experiments=args.max_experiments, max_hours=args.max_hours, max_cost=args.max_cost)
     print_status(workdir)
     return 0
@@ -172,7 +174,9 @@ def print_status(workdir: Path) -> None:
     print(f"noise {judge.Noise(n['sigma'], n['df'], n['sigma_diff'], n['df_diff']).describe()}"
           + (f" | era {s['era']}: a drift was seen, earlier runs are set aside" if s["era"] > 1 else ""))
     for exp in s["in_flight"]:
-        print(f"in flight: #{exp['number']} ({exp['phase']}, {len(exp['runs'])} runs so far) {exp['description']}")
+        run = exp["run"] or {}
+        where = f", {run['role']} s{run['seed']} on worker {run['worker']}" if run.get("worker") else ""
+        print(f"in flight: #{exp['number']} ({exp['phase']}, {len(exp['runs'])} runs so far{where}) {exp['description']}")
     print(f"loop {'running (pid %s)' % s['pid'] if s['running'] else 'not running'} | results {s['results']}")
     for r in s["last"]:
         runs = f"x{r['runs']}" if r["runs"] and r["runs"] != "1" else ""
@@ -309,6 +313,9 @@ def build_parser():
     q.add_argument("--max-cost", type=float, help="with --agent claude: stop once this many USD are spent")
     q.add_argument("--max-experiments", type=int, help="stop after this many experiments")
     q.add_argument("--max-hours", type=float, help="start no experiment after this many hours")
+    q.add_argument("--workers", default="1", help="runs in flight at once, each on its own worker (a GPU, or a share of "
+                   "the cores) through Ray; `auto`: one per GPU (default 1: no Ray)")
+    q.add_argument("--ray-address", help="join this Ray cluster (default RAY_ADDRESS, else a local Ray of the lab's own)")
     policy_args(q)
     q = sub.add_parser("experiment", help="for coding agents: run the worktree's edited train.py as one experiment")
     q.add_argument("-m", "--message", required=True, help="one line: what you changed")

@@ -38,6 +38,8 @@ class Job:
 class Executor(Protocol):
     device: str | None
     sandbox: str           # sandbox.BWRAP or sandbox.NONE: recorded in every row
+    slots: int             # how many runs it takes at once (its `run` is then called from that many threads)
+    notes: list[str]       # what it has to say at start (workers left out)
 
     def probe(self) -> str:
         """Name the device the runs use (the same way for every run), and return it."""
@@ -48,14 +50,17 @@ class Executor(Protocol):
     def run(self, job: Job, on_start: Callable[[int], None] | None = None,
             on_progress: Callable[[dict], str | None] | None = None,
             should_stop: Callable[[], bool] | None = None) -> runner.RunResult:
-        """Run the job to its end. on_progress gets each progress line parsed and may return a reason
-        to stop the run early (status "pruned"); should_stop() true stops it (status "interrupted")."""
+        """Run the job to its end. on_start(pgid, worker=None) is told where it started; on_progress
+        gets each progress line parsed and may return a reason to stop the run early (status
+        "pruned"); should_stop() true stops it (status "interrupted")."""
 
     def close(self) -> None:
         """Stop whatever the executor keeps running between jobs."""
 
 
 class LocalExecutor:
+    slots = 1
+
     def __init__(self, workdir: Path, cache, branch: str, protected: dict[str, str], base: str,
                  allowance: float | None = None):
         self.workdir, self.branch, self.protected = Path(workdir), branch, protected
@@ -70,6 +75,7 @@ class LocalExecutor:
         self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again
         self.device = None
         self.sandbox = sandbox.mode()
+        self.notes: list[str] = []
         self.harness_copy = self.workdir / ".lab" / "harness"  # prepare.py and harness/ as committed at init
         self.harness_hashes = {path: sha for path, sha in protected.items() if harness.is_harness(path)}
         if "harness/manifest.py" not in self.harness_hashes:
@@ -197,3 +203,12 @@ def clear(directory: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
+
+
+def make_executor(workdir: Path, st: dict, protected: dict[str, str], allowance: float | None = None,
+                  workers: int | str = 1, address: str | None = None) -> Executor:
+    """One worker on this machine (no Ray), or `workers` of them on Ray (ray_executor.py)."""
+    if str(workers) == "1" and not address:
+        return LocalExecutor(workdir, st["cache"], st["branch"], protected, st["base_commit"], allowance)
+    from .ray_executor import RayExecutor
+    return RayExecutor(workdir, st, protected, workers, address, allowance)

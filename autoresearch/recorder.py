@@ -105,7 +105,7 @@ class Recorder:
                    total_tokens_M=s.get("total_tokens_M"), tokens_per_s=tokens_per_s(s),
                    mfu_percent=s.get("mfu_percent"), peak_vram_mb=s.get("peak_vram_mb"),
                    started=exp["run"]["started"], finished=now(), reason=reason, lab_seconds=lab_seconds,
-                   run_seconds=result.seconds,
+                   run_seconds=result.seconds, worker=result.worker or None,
                    noise=noise.sigma)
         if candidate:
             row.update(lines_added=added, lines_removed=removed)

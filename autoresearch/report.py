@@ -100,7 +100,7 @@ def summary_table(s: dict) -> str:
 
 SETUP_LABELS = {"device": "device", "profile": "profile", "time_budget": "training budget per run",
                 "data": "data (hash)", "tokenizer": "tokenizer (hash)", "agent": "agent", "policy": "judging policy",
-                "noise": "noise floor", "sandbox": "sandbox"}
+                "noise": "noise floor", "sandbox": "sandbox", "workers": "workers (runs each)"}
 
 
 def setup_table(setup: dict) -> str:

@@ -89,6 +89,7 @@ class RunResult:
     summary: dict = field(default_factory=dict)  # train.py's printed block (informational only)
     reason: str = ""
     last_progress: dict | None = None
+    worker: str = ""              # where it ran, when runs go to several workers (node/index)
 
 
 def failure_reason(tail: list[str], returncode: int) -> str:

@@ -14,21 +14,30 @@ before each step that changes git or the ledger, so a loop killed anywhere resta
 - measuring:   a run recorded in the ledger is never run again; the run in flight is run again
                (killed twice: recorded once as a failure); a verdict already in the ledger only
                moves the branch.
-- interrupted: (SIGINT/SIGTERM) as measuring; the branch waits at the best commit meanwhile.
+- interrupted: (SIGINT/SIGTERM) as measuring.
 
-The branch tip is the best commit whenever no experiment is in flight.
+A candidate's commit lives off the branch while it is measured (a ref, refs/autoresearch/<tag>/<n>,
+keeps it), so the branch tip is the best commit at every moment but the few between a commit and its
+ref; a keep moves the branch to the candidate. Up to `executor.slots` runs are in flight at once,
+each in a thread of this process that waits on the executor (one run per experiment at a time; an
+experiment whose next run is a run another has in flight waits for it); only this thread writes the
+ledger, the state and git. A candidate the judge would keep whose parent is no longer the best (the
+best moved while it ran) is replayed on the best and measured again there before it can be kept.
 """
 from __future__ import annotations
 
 import os
+import queue
 import signal
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait as wait_for
 from contextlib import contextmanager
 from pathlib import Path
 
 from . import guard, harness, judge, ledger, logs, measurements, proposals, runner, sandbox, state, workspace
 from .agents import AgentUnavailable
-from .executor import Executor, Job, LocalExecutor
+from .executor import Executor, Job, make_executor
 from .judge import Measure, Policy, Verdict
 from .recorder import Display, Recorder, now, short, tokens_per_s
 from .workspace import LabError
@@ -78,7 +87,8 @@ class Stopped(BaseException):
 
 class Scheduler:
     def __init__(self, workdir: Path, policy: Policy | None = None, executor: Executor | None = None,
-                 display: Display | None = None, allowance: float | None = None, pause: float = 300.0):
+                 display: Display | None = None, allowance: float | None = None, pause: float = 300.0,
+                 workers: int | str = 1, ray_address: str | None = None):
         self.workdir = Path(workdir)
         self.state = state.load(self.workdir)
         if "experiments" not in self.state:
@@ -89,17 +99,20 @@ class Scheduler:
         self.manifest = harness.read_manifest(self.state["cache"])
         self.budget = self.manifest["constants"]["TIME_BUDGET"]
         self.protected = guard.protection(self.workdir, self.state)  # from git; the state must agree
-        self.executor = executor or LocalExecutor(self.workdir, self.state["cache"], self.state["branch"],
-                                                  self.protected, self.state["base_commit"], allowance)
+        self.executor = executor or make_executor(self.workdir, self.state, self.protected, allowance, workers,
+                                                  ray_address)
         self.display = display or Display(budget=self.budget)
         self.recorder = Recorder(self.results, self.manifest, self.policy, self.display)
         self.stopping = self.asking = False
         self.pause = pause  # seconds to wait when the agent's service is down, before asking again
+        self.started: queue.SimpleQueue = queue.SimpleQueue()  # (run, pgid, worker) from the run threads
+        self.lock = threading.Lock()
 
     # --- helpers -------------------------------------------------------------------------------
 
     def save(self):
-        state.save(self.workdir, self.state)
+        with self.lock:
+            state.save(self.workdir, self.state)
 
     def rows(self):
         return ledger.read_rows(self.results)
@@ -116,8 +129,12 @@ class Scheduler:
         added, removed = exp.get("lines", (0, 0))
         return judge.Experiment(exp["number"], short(exp["commit"]), short(exp["parent"]), added - removed)
 
-    def drop(self, exp, reset_to: str):
-        workspace.reset_to(self.workdir, reset_to)
+    @property
+    def best(self) -> str:
+        return self.state["best_commit"]
+
+    def drop(self, exp):
+        workspace.reset_to(self.workdir, self.best)
         self.in_flight.remove(exp)
         self.save()
 
@@ -134,6 +151,8 @@ class Scheduler:
     def check_environment(self):
         self.recorder.device = self.executor.probe()
         self.recorder.sandbox = self.executor.sandbox
+        for note in getattr(self.executor, "notes", []):
+            self.display.say(f"note: {note}")
         if self.executor.sandbox == sandbox.NONE:
             self.display.say(f"WARNING: {sandbox.why_not()}; every row records sandbox=none")
         env = getattr(self.executor, "env", {})
@@ -145,24 +164,24 @@ class Scheduler:
     def recover(self):
         """Put git, the ledger and the state back in agreement after whatever stopped the last loop."""
         st = self.state
-        if st.get("child_pgid"):
-            runner.kill_group(st["child_pgid"])  # a train.py orphaned by a killed loop
-            st["child_pgid"] = None
+        for pgid in state.child_groups(st):
+            runner.kill_group(pgid)  # a train.py orphaned by a killed loop
+        st["child_pgid"] = None
         workspace.attach(self.workdir, st["branch"])
         rows = self.rows()
         for exp in list(self.in_flight):
             if exp["phase"] == "proposing":
-                self.drop(exp, exp["parent"])
+                self.drop(exp)
             elif exp["phase"] == "committing":
                 tip = workspace.head(self.workdir)
                 if tip != exp["parent"] and workspace.parent_of(self.workdir, tip) == exp["parent"]:
                     self.measuring(exp, tip)
                 else:
-                    self.drop(exp, exp["parent"])
+                    self.drop(exp)
             else:
+                workspace.keep_commit(self.workdir, st["tag"], exp["number"], exp["commit"])
                 self.resume(exp, rows)
-        if not self.in_flight:
-            workspace.reset_to(self.workdir, st["best_commit"])
+        workspace.reset_to(self.workdir, self.best)
         self.save()
 
     def resume(self, exp, rows):
@@ -171,7 +190,6 @@ class Scheduler:
         if verdict is not None:  # recorded; only the branch was not moved yet
             self.finish(exp, verdict["status"], measurements.number(verdict["val_bpb"]))
             return
-        workspace.reset_to(self.workdir, exp["commit"])
         exp["phase"] = "measuring"
         run = exp.get("run")
         if run and any(r["commit"] == short(run["commit"]) and r["seed"] == str(run["seed"]) and
@@ -186,26 +204,27 @@ class Scheduler:
     def propose(self, agent, rows) -> str:
         """Ask the agent, apply and guard its proposal, commit it. Returns "done" (nothing more to
         propose), "stopped" (a signal came while the agent worked), "rejected" (recorded) or "measuring"."""
-        st = self.state
-        parent = st["best_commit"]
+        parent = self.best
         exp = dict(number=self.next_number(rows), phase="proposing", parent=parent, commit=parent, run=None)
         self.in_flight.append(exp)
         self.save()
         t0 = time.time()
         context = proposals.context(self.workdir, rows, self.manifest, self.policy.seed, parent)
+        context.in_flight = [dict(number=e["number"], description=e.get("description", ""), agent=e.get("agent", ""),
+                                  status="running") for e in self.in_flight if e is not exp]
         self.asking = True  # a signal now stops the agent at once (it may be waiting on the network)
         try:
             proposal = agent.propose(context)
             self.asking = False
         except Stopped:
             self.asking = False
-            self.drop(exp, parent)
+            self.drop(exp)
             return "stopped"
         except BaseException:  # the flag goes down whatever stops the agent
             self.asking = False
             raise
         if proposal is None:
-            self.drop(exp, parent)
+            self.drop(exp)
             return "done"
         t1 = time.time()
         exp.update(description=proposals.describe(proposal), agent=agent.name, started=now(),
@@ -222,18 +241,21 @@ class Scheduler:
         self.save()
         commit = workspace.commit_train(self.workdir, exp["description"])
         fault_point(self.workdir, "committed")
-        self.measuring(exp, commit)
         exp["prep_seconds"] = time.time() - t1
-        self.save()
+        self.measuring(exp, commit)
         return "measuring"
 
     def measuring(self, exp, commit):
+        """The experiment's commit recorded and kept by a ref; the branch back at the best."""
         exp.update(phase="measuring", commit=commit,
                    lines=list(workspace.line_changes(self.workdir, exp["parent"], commit)))
+        self.save()
+        workspace.keep_commit(self.workdir, self.state["tag"], exp["number"], commit)
+        workspace.reset_to(self.workdir, self.best)
 
     def begin(self, description: str, agent: str, kind: str = "baseline", repeats: int = 0):
         """An experiment with no proposal: the baseline (the best commit as it is) or a noise measurement."""
-        best = self.state["best_commit"]
+        best = self.best
         exp = dict(number=self.next_number(self.rows()), phase="measuring", parent=best, commit=best,
                    description=description, agent=agent, started=now(), kind=kind, repeats=repeats, run=None,
                    lines=[0, 0])
@@ -256,7 +278,17 @@ class Scheduler:
         return judge.decide(runs, view, judge.estimate_noise(runs, experiments), self.policy)
 
     def step(self, exp) -> bool:
-        """One run of the experiment (or its verdict). True when the experiment has ended."""
+        """One run of the experiment (or its verdict), here and now. True when the experiment has ended."""
+        planned = self.next_run(exp)
+        if not isinstance(planned, tuple):
+            return bool(planned)
+        job, decision = planned
+        return self.ran(exp, job, decision, self.executor.run(job, **self.callbacks(exp, job)))
+
+    def next_run(self, exp, busy: frozenset = frozenset()) -> tuple[Job, Measure] | bool | None:
+        """The experiment's next run as (job, decision), noted in its state; True when the judge ended
+        it instead (recorded), False when it goes on without a run (replayed on the best), None when
+        its next run is one that is in flight for another experiment (`busy`: (commit, seed) pairs)."""
         rows = self.rows()
         decision = self.decide(exp, rows)
         if decision is None:  # a noise measurement that is complete
@@ -264,6 +296,8 @@ class Scheduler:
             self.finish(exp, None, None)
             return True
         if isinstance(decision, Verdict):
+            if self.stale(exp, decision):
+                return self.replay(exp)
             era = judge.current_era(measurements.runs(rows))
             row = self.recorder.verdict_only(exp, decision, era, measurements.noise(rows))
             self.recorder.say_verdict(exp, row, decision, measurements.noise(rows))
@@ -272,23 +306,69 @@ class Scheduler:
             return True
         previous = exp.get("run") or {}
         commit = exp["commit"] if decision.target == "candidate" else exp["parent"]
+        if (commit, decision.seed) in busy:
+            return None
         attempts = previous.get("attempts", 0) if (previous.get("commit"), previous.get("seed")) == \
             (commit, decision.seed) else 0
         exp["run"] = dict(target=decision.target, commit=commit, seed=decision.seed, role=decision.role,
                           attempts=attempts + 1, started=now())
         self.save()
-        job = self.job(exp, exp["run"])
-        result = self.executor.run(job, on_start=self.child_started, on_progress=self.watcher(exp, job, rows),
-                                   should_stop=lambda: self.stopping)
-        self.state["child_pgid"] = None
+        return self.job(exp, exp["run"]), decision
+
+    def callbacks(self, exp, job) -> dict:
+        run = exp["run"]
+
+        def on_start(pgid, worker=None):
+            self.started.put((run, pgid, worker))
+            if threading.current_thread() is threading.main_thread():
+                self.note_started()
+        return dict(on_start=on_start,
+                    on_progress=self.watcher(exp, job, self.rows()), should_stop=lambda: self.stopping)
+
+    def note_started(self):
+        """What the run threads reported at their starts (process group, worker), into the state."""
+        changed = False
+        while not self.started.empty():
+            run, pgid, worker = self.started.get()
+            run.update(pgid=pgid, **({"worker": worker} if worker else {}))
+            changed = True
+        if changed:
+            self.save()
+
+    def ran(self, exp, job, decision: Measure, result) -> bool:
+        """A finished run recorded (True when it ended the experiment); interrupted: kept for next time."""
+        self.note_started()
+        if exp.get("run"):
+            exp["run"].pop("pgid", None)
         if result.status == runner.INTERRUPTED:
             self.interrupt(exp)
             return False
         return self.record(exp, job, decision, result, time.time())
 
-    def child_started(self, pgid):
-        self.state["child_pgid"] = pgid
-        self.save()
+    def stale(self, exp, verdict) -> bool:
+        return verdict is not None and verdict.status == ledger.KEEP and exp["parent"] != self.best
+
+    def replay(self, exp) -> bool:
+        """A candidate better than the best it was tried on, which is no longer the best: its change
+        applied to the best and measured again there, as a new commit of the same experiment; discarded
+        with the reason when it no longer applies. False (it goes on), or True (it ended)."""
+        old = short(exp["parent"])
+        why = workspace.replay(self.workdir, exp["parent"], exp["commit"], self.best)
+        if why is not None:
+            verdict = Verdict(ledger.DISCARD, reason=f"better than {old}, but its change no longer applies on "
+                                                     f"the new best {short(self.best)}: {why}")
+            rows = self.rows()
+            row = self.recorder.verdict_only(exp, verdict, judge.current_era(measurements.runs(rows)),
+                                             measurements.noise(rows))
+            self.recorder.say_verdict(exp, row, verdict, measurements.noise(rows))
+            self.finish(exp, ledger.DISCARD, None)
+            return True
+        commit = workspace.commit_train(self.workdir, exp["description"])
+        exp["parent"] = self.best
+        self.measuring(exp, commit)
+        self.display.say(f"   #{exp['number']} was better than {old}, which is no longer the best: its change, "
+                         f"replayed on {short(self.best)} as {short(commit)}, is measured again there")
+        return False
 
     def watcher(self, exp, job, rows):
         """The progress callback of a run: the live line, and early abort for a candidate's first run."""
@@ -323,7 +403,7 @@ class Scheduler:
                 status = result.status
             else:
                 after = self.decide(exp, rows, run)
-                if isinstance(after, Verdict):
+                if isinstance(after, Verdict) and not self.stale(exp, after):
                     verdict, status = after, after.status
         elif result.status != runner.OK:
             reason = f"{result.status}: {result.reason}"
@@ -349,11 +429,9 @@ class Scheduler:
 
     def finish(self, exp, status, val_bpb):
         st = self.state
-        if status == ledger.KEEP:
+        if status == ledger.KEEP:  # its parent is the best (else it was replayed): the branch moves on
             st["best_commit"], st["best_val_bpb"] = exp["commit"], val_bpb
-            workspace.reset_to(self.workdir, exp["commit"])
-        else:
-            workspace.reset_to(self.workdir, exp["parent"])
+        workspace.reset_to(self.workdir, self.best)
         self.in_flight.remove(exp)
         self.save()
 
@@ -363,7 +441,7 @@ class Scheduler:
         exp["phase"] = "interrupted"
         exp["run"]["attempts"] -= 1
         workspace.attach(self.workdir, self.state["branch"])
-        workspace.reset_to(self.workdir, exp["parent"])
+        workspace.reset_to(self.workdir, self.best)
         self.save()
         self.display.say(f"   stopped; #{exp['number']} will run again from this run on the next `autoresearch run`")
 
@@ -395,7 +473,7 @@ class Scheduler:
             self.executor.close()
             for exp in list(self.in_flight):
                 if exp["phase"] == "proposing":
-                    self.drop(exp, exp["parent"])
+                    self.drop(exp)
             for s, handler in previous.items():
                 signal.signal(s, handler)
             lock.release()
@@ -414,43 +492,73 @@ class Scheduler:
             return self.propose(agent, rows)
         except AgentUnavailable as e:
             for exp in [x for x in self.in_flight if x["phase"] == "proposing"]:
-                self.drop(exp, exp["parent"])
+                self.drop(exp)
             self.display.say(f"   the agent is unavailable ({e}); pausing {self.pause:.0f}s")
             self.wait(self.pause)
             return "unavailable"
 
     def run(self, agent, max_experiments: int | None = None, max_hours: float | None = None,
             max_cost: float | None = None) -> int:
-        """Run experiments until the agent is done, a limit is reached or a signal arrives.
-        Returns the number of experiments ended (a verdict recorded) by this call."""
-        with self.session():
-            start, ended = time.time(), 0
+        """Run experiments until the agent is done, a limit is reached or a signal arrives, with up to
+        `executor.slots` runs in flight. Returns the number of experiments ended (a verdict recorded)."""
+        slots = getattr(self.executor, "slots", 1)
+        with self.session(), ThreadPoolExecutor(slots, thread_name_prefix="run") as pool:
+            start, ended, done = time.time(), 0, agent is None
+            running: dict[Future, tuple[dict, Job, Measure]] = {}
             for exp in self.in_flight:  # resumed
                 self.announce(exp, " (resumed)")
-            while not self.stopping:
-                if max_experiments is not None and ended >= max_experiments:
-                    break
-                if max_hours is not None and time.time() - start > max_hours * 3600:
-                    break
-                if max_cost is not None and self.spent() >= max_cost:
-                    self.display.say(f"spent ${self.spent():.2f} of the ${max_cost:.2f} allowed: stopping")
-                    break
-                if not self.in_flight:
-                    outcome = self.next_experiment(agent)
-                    if outcome == "done":
-                        if agent is not None:
-                            self.display.say(f"the agent {agent.name} has nothing more to propose")
-                        break
-                    if outcome == "rejected":
-                        ended += 1
-                    if outcome != "measuring":
-                        continue
-                    self.announce(self.in_flight[0], countdown(time.time() - start, ended, max_experiments, max_hours))
+            while True:
+                self.note_started()
+                for future in [f for f in running if f.done()]:
+                    exp, job, decision = running.pop(future)
+                    ended += self.ran(exp, job, decision, future.result())
                 if self.stopping:
-                    self.interrupt_waiting(self.in_flight[0])
-                    break
-                if self.step(self.in_flight[0]):
-                    ended += 1
+                    if not running:
+                        for exp in self.in_flight:
+                            self.interrupt_waiting(exp)
+                        break
+                elif max_hours is not None and time.time() - start > max_hours * 3600 or \
+                        max_cost is not None and self.spent() >= max_cost or \
+                        max_experiments is not None and ended >= max_experiments:
+                    if max_cost is not None and self.spent() >= max_cost and not running:
+                        self.display.say(f"spent ${self.spent():.2f} of the ${max_cost:.2f} allowed: stopping")
+                    if not running:
+                        break
+                else:
+                    busy = frozenset((job.commit, job.seed) for _, job, _ in running.values())
+                    waiting = [e for e in self.in_flight if not any(e is x for x, _, _ in running.values())]
+                    for exp in waiting:
+                        if len(running) >= slots:
+                            break
+                        planned = self.next_run(exp, busy)
+                        if planned is True:
+                            ended += 1
+                        if isinstance(planned, tuple):
+                            job, decision = planned
+                            running[pool.submit(self.executor.run, job, **self.callbacks(exp, job))] = \
+                                (exp, job, decision)
+                            busy |= {(job.commit, job.seed)}
+                        if planned is not None and not isinstance(planned, tuple):
+                            break  # the state moved on: look again
+                    else:
+                        more = max_experiments is None or ended + len(self.in_flight) < max_experiments
+                        judged = bool(measurements.verdicts(self.rows()))  # proposals wait for the baseline's verdict
+                        wanted = not self.in_flight if not judged else not done  # the baseline first, agent or not
+                        if wanted and more and len(self.in_flight) < slots and len(running) < slots:
+                            outcome = self.next_experiment(agent)
+                            if outcome == "done":
+                                done = True
+                                if agent is not None:
+                                    self.display.say(f"the agent {agent.name} has nothing more to propose")
+                            ended += outcome == "rejected"
+                            if outcome == "measuring":
+                                self.announce(self.in_flight[-1],
+                                              countdown(time.time() - start, ended, max_experiments, max_hours))
+                            continue
+                        if not running and not self.in_flight:
+                            break
+                if running:
+                    wait_for(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
             return ended
 
     def announce(self, exp, note=""):
@@ -458,7 +566,7 @@ class Scheduler:
 
     def interrupt_waiting(self, exp):
         exp["phase"] = "interrupted"
-        workspace.reset_to(self.workdir, exp["parent"])
+        workspace.reset_to(self.workdir, self.best)
         self.save()
 
     def measure_noise(self, repeats: int) -> int:

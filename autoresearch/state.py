@@ -89,3 +89,9 @@ def is_running(workdir: Path) -> int | None:
         return int(lock.path.read_text().strip() or 0) or -1
     except (OSError, ValueError):
         return -1
+
+
+def child_groups(st: dict) -> list[int]:
+    """The process groups of the runs in flight (train.py started here), for whoever must end them."""
+    groups = [st.get("child_pgid")] + [(e.get("run") or {}).get("pgid") for e in st.get("experiments", [])]
+    return [g for g in groups if isinstance(g, int) and g > 0]

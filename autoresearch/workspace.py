@@ -168,19 +168,69 @@ def attach(cwd, branch: str) -> None:
 
 
 @contextmanager
-def checked_out(cwd, commit: str, branch: str):
+def checked_out(cwd, commit: str, branch: str | None):
     """The worktree at `commit` for the duration (HEAD detached there if it is not the branch's tip),
-    then back on the branch: a run of the best while a candidate is the tip leaves the branch alone."""
+    then back on the branch: a run of the best while a candidate is the tip leaves the branch alone.
+    A worker's worktree has no branch (None): it stays detached at the last commit it ran."""
     if head(cwd) == commit:
         yield
         return
     with repository(cwd) as repo:
-        repo.git.checkout("-q", "--detach", commit)
+        repo.git.checkout("-q", "-f", "--detach", commit)
     try:
         yield
     finally:
-        with repository(cwd) as repo:
-            repo.git.checkout("-q", "-f", branch)
+        if branch is not None:
+            with repository(cwd) as repo:
+                repo.git.checkout("-q", "-f", branch)
+
+
+def keep_commit(cwd, tag: str, number: int, commit: str) -> None:
+    """A ref for experiment `number`'s commit (refs/autoresearch/<tag>/<number>): the commit lives
+    off the branch while it is measured (the branch stays at the best, several may be in flight)
+    and stays readable afterwards (its diff in the notebooks), whatever git's garbage collection does."""
+    with repository(cwd) as repo:
+        repo.git.update_ref(f"refs/autoresearch/{valid_tag(tag)}/{int(number)}", commit)
+
+
+def worker_worktree(root: Path, tag: str, index: int, commit: str) -> Path:
+    """Worker `index`'s own worktree for run `tag` (runs/<tag>.workers/<index>/), detached at
+    `commit`: created the first time, reused after (cleaned and moved to the commit)."""
+    path = Path(root) / "runs" / f"{valid_tag(tag)}.workers" / str(int(index))
+    with repository(root) as repo:
+        if not (path / ".git").exists():
+            repo.git.worktree("prune")
+            repo.git.worktree("add", "-q", "-f", "--detach", str(path), commit)
+            return path
+    with repository(path) as repo:
+        repo.git.checkout("-q", "-f", "--detach", commit)
+    clear_untracked(path)
+    return path
+
+
+def replay(cwd, parent: str, commit: str, onto: str) -> str | None:
+    """train.py's change from parent to commit, applied to the worktree at `onto` (a 3-way merge);
+    None when it no longer applies there (the worktree is then back at `onto`). The worktree is left
+    with the change unstaged, for `commit_train`."""
+    reset_to(cwd, onto)
+    change = diff_text(cwd, parent, commit)
+    if not change.strip():
+        return None
+    patch = Path(cwd) / ".lab" / "replay.diff"
+    patch.parent.mkdir(parents=True, exist_ok=True)
+    patch.write_text(change + "\n")
+    with repository(cwd) as repo:
+        try:
+            repo.git.apply("--3way", "--whitespace=nowarn", str(patch))
+        except GitCommandError as e:
+            reason = _why(e)
+        else:
+            reason = None
+            repo.git.reset("-q")  # the merge staged it; commit_train stages train.py itself
+    if reason is not None:
+        reset_to(cwd, onto)
+        return reason.splitlines()[0][:200] or "it does not apply"
+    return None
 
 
 def line_changes(cwd, parent: str, commit: str) -> tuple[int, int]:

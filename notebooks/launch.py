@@ -267,8 +267,14 @@ def live_view(get_changed, refresh, tag):
                          + (f"  \nIts runs so far: {_done}" if _done else ""))
         else:
             _now = mo.md(f"**Now:** {_phase}" + ("" if info["running"] else " (press **start loop** to go on)"))
+        _workers = info["runs_in_flight"] if info["running"] and len(info["runs_in_flight"]) > 1 else []
         _view = mo.vstack([
             _stats, _now,
+            mo.vstack([mo.md("**Runs in flight, one per worker:**"), mo.ui.table(
+                [{"worker": r["worker"], "experiment": f"#{r['experiment']} {r['description']}"[:60],
+                  "run": f"{r['role']} s{r['seed']}", "commit": r["commit"],
+                  "progress": "starting" if r["progress"] is None else f"{r['progress']:.0%}"} for r in _workers],
+                selection=None, show_column_summaries=False)]) if _workers else mo.md(""),
             background.curves_chart(info),
             mo.md("### Experiments (newest first)"),
             mo.ui.table(feed(_rows), selection=None, page_size=10, show_column_summaries=False)

@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import ROOT
@@ -151,3 +152,14 @@ def verdicts(rows):
     """The rows that end experiments."""
     from autoresearch import measurements
     return measurements.verdicts(rows)
+
+
+def wait_for(predicate, timeout=120.0, what="the condition"):
+    """predicate()'s first true value, looked for every 0.1 s; a timeout fails the test naming `what`."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")

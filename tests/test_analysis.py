@@ -247,3 +247,13 @@ def test_a_ledger_with_a_row_per_run(tmp_path):
     assert any("band_low" in r for r in rows)  # the noise band around the frontier
     bars = [r for r in rows if r.get("low") is not None and "label" in r]
     assert {r["experiment"] for r in bars} == {1, 2}  # kept means with their standard error
+
+
+def test_the_setup_names_the_workers_and_the_runs_each_took(tmp_path):
+    one = analysis.load(write_runs(tmp_path / "one.tsv"))
+    assert analysis.setup(one)["workers"] == "1 (this machine)"  # a ledger of one worker names none
+    path = tmp_path / "two.tsv"
+    for seed, worker in ((42, "h/1"), (43, "h/2"), (44, "h/1")):
+        ledger.append(path, dict(experiment=1, commit="aaaaaaa", role="baseline", seed=seed, run_bpb=3.0, val_bpb=3.0,
+                                 status="run", era=1, description="baseline", agent="baseline", worker=worker, **SETUP))
+    assert analysis.setup(analysis.load(path))["workers"] == "2 (h/1: 2 runs, h/2: 1 run)"

@@ -12,17 +12,8 @@ import pytest
 from autoresearch import background, state
 from autoresearch.workspace import LabError
 from conftest import ROOT
-from lab_helpers import check_invariants, cli, make_repo, variant, write_replay
+from lab_helpers import check_invariants, cli, make_repo, variant, write_replay, wait_for
 
-
-def wait_for(predicate, timeout=60.0, what="the condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -101,7 +92,7 @@ def test_background_loop_is_detached_watched_and_stopped_cleanly(run, tmp_path):
     rows = check_invariants(workdir)
     assert [r["description"] for r in rows] == ["baseline"] * 3
     st = state.load(workdir)
-    assert st["experiments"][0]["phase"] == "interrupted" and st.get("child_pgid") is None
+    assert st["experiments"][0]["phase"] == "interrupted" and state.child_groups(st) == []
     assert "stopped" in (workdir / ".lab" / "loop.log").read_text()
     assert background.stop_loop(repo, tag) is False
 

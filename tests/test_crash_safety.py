@@ -4,30 +4,26 @@ The new phases too: a confirmation, a control of the best and an early abort, ea
 Run: uv run pytest tests/test_crash_safety.py"""
 import os
 import signal
-import time
 
 import pytest
 
 from autoresearch import ledger, sandbox, state
-from lab_helpers import check_invariants, cli, make_repo, start_cli, variant, verdicts, write_replay
+from lab_helpers import check_invariants, cli, make_repo, start_cli, variant, verdicts, write_replay, wait_for
 
 
 TWO_BASELINE_RUNS = ("--baseline-runs", "2")  # the loop's phases, not the noise: 2 runs show there is none
 
-
-def wait_for(predicate, timeout=120, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def in_flight(workdir):
     """The experiment in flight, as the state file names it ({} when none)."""
     experiments = state.load(workdir).get("experiments") or []
     return experiments[0] if experiments else {}
+
+
+def child_of(workdir):
+    """The process group of the run in flight, once it started (None before)."""
+    return (in_flight(workdir).get("run") or {}).get("pgid")
 
 
 def alive(pid):
@@ -85,8 +81,8 @@ def test_kill_9_while_train_py_runs_then_resume(run, sandboxed):
     loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS, **mode)
     # wait until the second experiment ("better") is training
     wait_for(lambda: in_flight(workdir).get("description") == "better"
-             and state.load(workdir).get("child_pgid"), what="the second experiment to start")
-    child = state.load(workdir)["child_pgid"]
+             and child_of(workdir), what="the second experiment to start")
+    child = child_of(workdir)
     os.kill(loop.pid, signal.SIGKILL)  # the loop only: its train.py runs in its own session
     loop.wait()
     if sandboxed:  # the sandbox dies with the loop, every process in it
@@ -105,8 +101,8 @@ def test_signals_stop_cleanly_and_the_experiment_runs_again(run):
     for sig, description, rows_before in ((signal.SIGINT, "better", 2), (signal.SIGTERM, "worse", 4)):
         loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
         wait_for(lambda: in_flight(workdir).get("description") == description
-                 and state.load(workdir).get("child_pgid"), what=f"{description} to start")
-        child = state.load(workdir)["child_pgid"]
+                 and child_of(workdir), what=f"{description} to start")
+        child = child_of(workdir)
         os.kill(loop.pid, sig)
         out, _ = loop.communicate(timeout=30)
         assert loop.returncode == 0, out
@@ -186,8 +182,8 @@ def test_kill_9_during_a_control_a_confirmation_and_an_early_abort_then_resume(t
         """kill -9 of the loop alone while a run of this role trains; returns that run and its pid."""
         loop = start()
         wait_for(lambda: (in_flight(workdir).get("run") or {}).get("role") == role
-                 and state.load(workdir).get("child_pgid"), timeout=240, what=f"a {role} run to train")
-        run, child = in_flight(workdir)["run"], state.load(workdir)["child_pgid"]
+                 and child_of(workdir), timeout=240, what=f"a {role} run to train")
+        run, child = in_flight(workdir)["run"], child_of(workdir)
         os.kill(loop.pid, signal.SIGKILL)  # its train.py lives on in its own session
         loop.wait()
         return run, child

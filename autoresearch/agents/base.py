@@ -31,6 +31,8 @@ class Context:
     noise: Noise = field(default_factory=Noise)  # how much one run's val_bpb moves (seeds, load)
     best_mean: float | None = None     # the best's val_bpb: the mean over its runs in the current era
     best_runs: int = 0                 # how many runs that mean is over
+    in_flight: list[dict] = field(default_factory=list)  # experiments being measured now (several workers):
+                                       # {number, description, agent, status "running"}: not to propose again
 
 
 @dataclass

@@ -148,6 +148,9 @@ class ClaudeAgent:
         intro = (f"Profile: {context.profile}.\n\n{history_summary(context)}\n\n"
                  + (f"The last experiment crashed; the end of its log:\n```\n{context.last_crash}\n```\n\n"
                     if context.last_crash else "")
+                 + ("Being measured now on other workers (on the same best; do not propose these again):\n"
+                    + "".join(f"- #{e['number']} {e['description']}\n" for e in context.in_flight) + "\n"
+                    if context.in_flight else "")
                  + "Propose the next experiment: edit train.py with the tools, then call propose.")
         messages = [{"role": "user", "content": [
             {"type": "text", "text": f"The current train.py:\n```python\n{context.train_py}```",

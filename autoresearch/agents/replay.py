@@ -6,8 +6,8 @@ The file is JSON lines, one proposal per line:
     {"description": "deeper", "diff": "<a unified diff of train.py, as `git diff` prints it>"}
     {"description": "from a file", "train_py_file": "variants/wide.py"}   (relative to the replay file)
 
-The n-th proposal is the one after the n-1 this agent already has rows for in the ledger, so a
-restarted loop continues where it stopped.
+The n-th proposal is the one after the n-1 this agent already has rows for in the ledger or has in
+flight (several workers), so a restarted loop continues where it stopped.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class ReplayAgent:
                                            diff=item.get("diff")))
 
     def propose(self, context: Context) -> Proposal | None:
-        done = sum(1 for row in context.history if row.get("agent") == self.name)
+        done = sum(1 for row in [*context.history, *context.in_flight] if row.get("agent") == self.name)
         return self.proposals[done] if done < len(self.proposals) else None
 
 

@@ -235,7 +235,7 @@ class SearchAgent:
             return None
         values, slots = parsed
         history = list(context.history or [])
-        tried, keeps, fails = history_signals(history)
+        tried, keeps, fails = history_signals(history + list(context.in_flight))  # what runs now counts as tried
         digest = hashlib.sha1(context.train_py.encode()).hexdigest()
         rng = random.Random(f"{self.seed}:{len(history)}:{context.profile}:{digest}")
         seq = context.max_seq_len or SEQ_LEN.get(context.profile)

@@ -1,0 +1,170 @@
+"""Runs in parallel on Ray (`autoresearch run --workers N`): a real local Ray, real workers with their
+own worktrees and sandboxes, the fast stand-in train.py on the tiny cache.
+
+Run with: uv run pytest tests/test_ray.py
+"""
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from autoresearch import background, ledger, state, workspace
+from autoresearch.workspace import LabError
+from lab_helpers import check_invariants, cli, git, make_repo, start_cli, variant, verdicts, write_replay, wait_for
+
+ray = pytest.importorskip("ray")
+
+TWO = ("--workers", "2", "--baseline-runs", "2")
+BASE = variant(SLEEP=2.0)
+A = BASE.replace("WEIGHT = 0.5\n", "WEIGHT = 0.8\n")                       # better
+B = BASE.replace("JITTER = 0.0\n", "JITTER = 0.0\nWEIGHT += 0.2\n")       # better, another line: A and B compose
+
+
+
+def in_flight(workdir):
+    return state.load(workdir).get("experiments") or []
+
+
+def overlaps(a, b) -> bool:
+    return a["started"] < b["finished"] and b["started"] < a["finished"]
+
+
+def worker_pids(root: Path) -> dict[str, int]:
+    """Worker index -> the pid of the Ray worker process running train.py in that worker's worktree."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = Path(os.readlink(entry / "cwd"))
+            parent = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            title = (Path("/proc") / str(parent) / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if cwd.parent == root / "runs" / "k.workers" and title.startswith(b"ray::"):
+            found[cwd.name] = parent
+    return found
+
+
+@pytest.fixture
+def run(tmp_path, use_cache):
+    repo = make_repo(tmp_path / "repo", BASE)
+    assert cli(repo, use_cache, "init", "--tag", "k").returncode == 0
+    return repo, repo / "runs" / "k", use_cache
+
+
+def test_two_workers_run_at_once_and_a_stale_keep_is_measured_again_on_the_new_best(run, tmp_path):
+    """A and B are proposed on the baseline and measured at once on two workers. The first to be kept
+    becomes the best; the other, better than the baseline it was tried on, is replayed on the new best
+    and measured again there before it is kept. One ledger, no run twice, the tip at the best, and
+    the best holds both changes."""
+    repo, workdir, cache = run
+    replay = write_replay(tmp_path / "r.jsonl", [{"description": "A", "train_py": A},
+                                                 {"description": "B", "train_py": B}])
+    out = cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "2 workers on Ray" in out.stdout
+    rows = check_invariants(workdir)
+    ended = verdicts(rows)
+    assert [r["status"] for r in ended] == ["keep", "keep", "keep"], out.stdout
+    first, second = ended[1]["description"], ended[2]["description"]
+    assert {first, second} == {"A", "B"}
+    assert f"#{3 if second == 'B' else 2} was better than" in out.stdout  # the stale one, replayed
+    best = workspace.file_at(workdir, state.load(workdir)["best_commit"])
+    assert "WEIGHT = 0.8\n" in best and "WEIGHT += 0.2\n" in best
+    # the two candidates' first runs overlapped in time, on two workers
+    firsts = [next(r for r in rows if r["description"] == d and r["role"] == "candidate") for d in ("A", "B")]
+    assert overlaps(*firsts), firsts
+    assert len({r["worker"] for r in rows if r["worker"]}) == 2
+    # the replayed change is a new commit whose parent is the first keep, kept by a ref
+    stale = ended[2]
+    assert git(workdir, "rev-parse", f"{stale['commit']}^")[:7] == ended[1]["commit"]
+    assert git(workdir, "rev-parse", f"refs/autoresearch/k/{stale['experiment']}")[:7] == stale["commit"]
+    assert state.load(workdir)["experiments"] == []
+
+
+def test_a_stale_keep_whose_change_no_longer_applies_is_discarded_with_the_reason(run, use_cache):
+    from autoresearch.scheduler import Scheduler
+    repo, workdir, cache = run
+    lab = Scheduler(workdir)
+    base = lab.best
+    (workdir / "train.py").write_text(BASE.replace("WEIGHT = 0.5\n", "WEIGHT = 0.7\n"))
+    new_best = workspace.commit_train(workdir, "the new best")
+    workspace.reset_to(workdir, base)
+    (workdir / "train.py").write_text(A)  # the same line, another value
+    conflicting = workspace.commit_train(workdir, "A")
+    workspace.reset_to(workdir, new_best)
+    lab.state["best_commit"] = new_best
+    exp = dict(number=2, phase="measuring", parent=base, commit=conflicting, description="A", agent="replay",
+               started="now", run=None, lines=[1, 1])
+    lab.in_flight.append(exp)
+    assert lab.replay(exp) is True
+    row = ledger.read_rows(workdir / "results.tsv")[-1]
+    assert row["status"] == ledger.DISCARD and "no longer applies on the new best" in row["reason"], row
+    assert workspace.head(workdir) == new_best and workspace.changed_paths(workdir) == []
+    assert lab.in_flight == []
+
+
+def test_a_worker_killed_mid_run_is_replaced_the_run_retried_once_then_recorded_as_a_crash(run, tmp_path):
+    repo, workdir, cache = run
+    slow = BASE.replace("SLEEP = 2.0\n", "SLEEP = 30.0\n").replace("WEIGHT = 0.5\n", "WEIGHT = 0.8\n")
+    replay = write_replay(tmp_path / "r.jsonl", [{"description": "slow", "train_py": slow},
+                                                 {"description": "B", "train_py": B}])
+    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO)
+    try:
+        def slow_worker():
+            exp = next((e for e in in_flight(workdir) if e.get("description") == "slow"), None)
+            worker = ((exp or {}).get("run") or {}).get("worker")
+            pids = worker_pids(repo)
+            return worker and pids.get(worker.rsplit("/", 1)[1]) and (worker, pids[worker.rsplit("/", 1)[1]])
+        for attempt in range(2):  # its worker killed, then the worker it was given to
+            worker, pid = wait_for(slow_worker, timeout=240, what="the slow candidate to train on a worker")
+            os.kill(pid, signal.SIGKILL)
+            if attempt == 0:
+                wait_for(lambda: (slow_worker() or (worker,))[0] != worker, timeout=240, what="the run to go to another worker")
+        out, _ = loop.communicate(timeout=300)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+    assert loop.returncode == 0, out
+    rows = check_invariants(workdir)
+    crash = next(r for r in verdicts(rows) if r["description"] == "slow")
+    assert crash["status"] == ledger.CRASH and "died" in crash["reason"] and "second worker" in crash["reason"], crash
+    assert [r["status"] for r in verdicts(rows) if r["description"] == "B"] == ["keep"]
+
+
+def test_the_driver_killed_with_9_resumes_the_runs_in_flight(run, tmp_path):
+    repo, workdir, cache = run
+    slower = [{"description": d, "train_py": t.replace("SLEEP = 2.0\n", "SLEEP = 8.0\n")} for d, t in (("A", A), ("B", B))]
+    replay = write_replay(tmp_path / "r.jsonl", slower)
+    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO)
+    wait_for(lambda: sum(bool((e.get("run") or {}).get("worker")) for e in in_flight(workdir)) == 2,
+             timeout=240, what="two candidates training at once")
+    # what a person sees meanwhile: each run in flight with its worker
+    live = background.live(repo, "k")["runs_in_flight"]
+    assert sorted(r["description"] for r in live) == ["A", "B"] and len({r["worker"] for r in live}) == 2, live
+    status = cli(repo, cache, "status", "--tag", "k").stdout
+    assert status.count(" on worker ") == 2, status
+    os.kill(loop.pid, signal.SIGKILL)  # the driver alone
+    loop.wait()
+    out = cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("(resumed)") == 2
+    rows = check_invariants(workdir)
+    assert sorted(r["description"] for r in verdicts(rows)) == ["A", "B", "baseline"]
+    assert wait_for(lambda: not worker_pids(repo), timeout=30, what="no train.py left"), "a run outlived its loop"
+
+
+def test_a_worker_whose_cache_differs_from_the_drivers_is_refused(run):
+    from autoresearch import guard
+    from autoresearch.ray_executor import RayExecutor
+    repo, workdir, cache = run
+    st = state.load(workdir)
+    executor = RayExecutor(workdir, st, guard.protection(workdir, st), workers=1)
+    try:
+        executor.data_hash = "0" * 64  # the driver's manifest, as another node's would differ
+        with pytest.raises(LabError, match=r"its prepared cache at .* differs from the driver's .*same cache"):
+            executor.probe()
+    finally:
+        executor.close()
