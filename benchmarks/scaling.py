@@ -4,7 +4,7 @@ stand-in whose run costs a fixed sleep, so that a few cores simulate many GPUs: 
 with a custom resource (`ray start --head --resources '{"sim_gpu": 8}'`), each worker asking for one
 unit of it (AUTORESEARCH_RAY_RESOURCE).
 
-Each N runs 2·N null experiments (one run each, `--policy single`) after the baseline, so every N
+Each N runs 2·N null experiments (one run each, `--policy single`, each discarded) after the baseline, so every N
 fills its workers twice; the rate counts from the first candidate's start to the last one's end.
 Beside it: each N's rate against N times the rate at N=1 (the target is >= 0.9 at 8), the median
 seconds of a run (train.py and its scoring) and the lab's own seconds per run outside it.
@@ -81,8 +81,10 @@ def one(n: int, tmp: Path, cache: Path, sleep: float, address: str) -> dict:
     repo = make_repo(tmp / f"repo{n}", sleep)
     text = (repo / "train.py").read_text()
     replay = tmp / f"replay{n}.jsonl"
+    # null changes that add a line: the same val_bpb, a worse penalized score, so each is discarded
+    # after its one run and the best never moves (no replay on a new best)
     replay.write_text("".join(json.dumps({"description": f"null {i}", "train_py": text.replace(
-        "VARIANT = 0", f"VARIANT = {i + 1}")}) + "\n" for i in range(2 * n)))
+        "VARIANT = 0", f"VARIANT = {i + 1}\n# null change {i + 1}")}) + "\n" for i in range(2 * n)))
     env = dict(os.environ, AUTORESEARCH_CACHE=str(cache), AUTORESEARCH_RAY_RESOURCE=RESOURCE, PYTHONPATH=str(ROOT))
     cli = [sys.executable, "-m", "autoresearch.cli"]
     subprocess.run([*cli, "init", "--tag", "s"], cwd=repo, env=env, check=True, capture_output=True)
@@ -94,13 +96,15 @@ def one(n: int, tmp: Path, cache: Path, sleep: float, address: str) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"N={n} failed:\n{out.stdout}\n{out.stderr}")
     rows = [r for r in ledger.read_rows(repo / "runs" / "s" / "results.tsv") if r["role"] == "candidate"]
-    if len(rows) != 2 * n or any(r["status"] not in (ledger.KEEP, ledger.DISCARD) for r in rows):
+    # an overrun is a run the lab's clock saw train past its budget plus start-up (processes contending
+    # for a few cores): it ended its experiment like the others, and is counted apart
+    if len(rows) != 2 * n or any(r["status"] not in (ledger.KEEP, ledger.DISCARD, ledger.OVERRUN) for r in rows):
         raise SystemExit(f"N={n}: expected {2 * n} judged candidates, got {[(r['status'], r['reason']) for r in rows]}")
     span = max(seconds(r["finished"]) for r in rows) - min(seconds(r["started"]) for r in rows)
     return dict(n=n, experiments=len(rows), span=span, wall=wall, per_hour=len(rows) / span * 3600,
                 run=statistics.median(float(r["run_seconds"]) for r in rows),
                 lab=statistics.median(float(r["lab_seconds"]) for r in rows),
-                workers=len({r["worker"] for r in rows}))
+                workers=len({r["worker"] for r in rows}), overruns=sum(r["status"] == ledger.OVERRUN for r in rows))
 
 
 def main():
@@ -118,19 +122,21 @@ def main():
         port = "6389"
         subprocess.run([ray, "start", "--head", "--port", port, "--include-dashboard=false",
                         "--resources", json.dumps({RESOURCE: max(args.workers)})], check=True, capture_output=True)
+        print(f"{os.cpu_count()} cores, a run of the stand-in sleeps {args.sleep:g} s; {RESOURCE} resource on a "
+              f"local Ray head")
+        print("| workers | experiments | seconds (first start to last end) | experiments per hour | of linear | "
+              "median run s | median lab s per run | overruns |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
+        base = None
         try:
-            results = [one(n, tmp, cache, args.sleep, "auto") for n in args.workers]  # the head just started
+            for n in args.workers:  # each row as it is measured
+                r = one(n, tmp, cache, args.sleep, "auto")  # the head just started
+                base = r["per_hour"] if n == 1 else base
+                linear = f"{r['per_hour'] / (base * n):.2f}" if base else "-"
+                print(f"| {n} ({r['workers']} used) | {r['experiments']} | {r['span']:.0f} | {r['per_hour']:.0f} | "
+                      f"{linear} | {r['run']:.1f} | {r['lab']:.2f} | {r['overruns']} |", flush=True)
         finally:
             subprocess.run([ray, "stop", "--force"], capture_output=True)
-    base = next((r["per_hour"] for r in results if r["n"] == 1), None)
-    print(f"{os.cpu_count()} cores, a run of the stand-in sleeps {args.sleep:g} s; {RESOURCE} resource on a local Ray head")
-    print("| workers | experiments | seconds (first start to last end) | experiments per hour | of linear | "
-          "median run s | median lab s per run |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for r in results:
-        linear = f"{r['per_hour'] / (base * r['n']):.2f}" if base else "-"
-        print(f"| {r['n']} ({r['workers']} used) | {r['experiments']} | {r['span']:.0f} | {r['per_hour']:.0f} | {linear} | "
-              f"{r['run']:.1f} | {r['lab']:.2f} |")
 
 
 if __name__ == "__main__":
