@@ -70,6 +70,8 @@ class LocalExecutor:
         self.timeout = budget + (allowance if allowance is not None else max(180.0, budget))
         self.handoff = self.workdir / ".lab" / "handoff"
         self.program = self.handoff / "model.pt2"  # where evaluate_bpb writes the model, under the lab
+        # before any sandbox starts: one binds in only what exists (a new worker's worktree has no .lab yet)
+        self.handoff.mkdir(parents=True, exist_ok=True)
         self.env = {"AUTORESEARCH_CACHE": str(harness.cache_dir(cache)), "AUTORESEARCH_HANDOFF": str(self.program),
                     "TORCHINDUCTOR_CACHE_DIR": str(harness.compile_cache_dir())}
         self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again

@@ -260,3 +260,26 @@ def test_unsandboxed_runs_say_so_loudly_and_every_row_records_it(repo, tmp_path,
     assert rows and all(r["sandbox"] == "none" for r in rows)
     # unsandboxed, the check after the run is what catches a harness touched while train.py ran
     assert rows[-1]["status"] == "rejected" and rows[-1]["reason"].startswith("while running: prepare.py")
+
+
+@needs_bwrap
+def test_a_new_worktree_s_first_run_reaches_an_evaluator_started_before_it(repo, use_cache):
+    """A worker's worktree is new (no .lab/ in it) and its evaluator starts first, to name the device
+    (as it does wherever torch's bytecode is compiled already): the run's hand-off must still be what
+    that evaluator scores."""
+    from autoresearch import guard, runner
+    from autoresearch.executor import Job, LocalExecutor
+    workdir = init_run(repo, "w")
+    st = state.load(workdir)
+    tree = workspace.worker_worktree(repo, "w", 1, st["base_commit"])
+    assert not (tree / ".lab").exists()
+    executor = LocalExecutor(tree, use_cache, None, guard.protection(workdir, st), st["base_commit"])
+    try:
+        executor.evaluator.ready(executor.timeout)  # the evaluator's sandbox, bound before any run
+        assert executor.evaluator.info.get("device"), executor.evaluator.tail
+        executor.prestart = False
+        result = executor.run(Job(experiment=1, commit=st["base_commit"], seed=1, role="baseline",
+                                  log=workdir / "logs" / "w1.log"))
+    finally:
+        executor.close()
+    assert result.status == runner.OK and result.val_bpb is not None, result.reason
