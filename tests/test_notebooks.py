@@ -80,6 +80,33 @@ def setting(tiny_cache, tmp_path_factory):
     return types.SimpleNamespace(results=results, repo=repo, env=env, base=base)
 
 
+def script_header(path) -> dict:
+    """A notebook's inline script metadata (PEP 723), as TOML."""
+    import tomllib
+    block = re.search(r"^# /// script\n(.*?)^# ///\n", path.read_text(), re.S | re.M).group(1)
+    return tomllib.loads("".join(line[2:] + "\n" if line.startswith("# ") else "\n" for line in block.splitlines()))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_notebook_run_as_a_script_gets_the_versions_of_uv_lock(name):
+    """`uv run notebooks/NAME.py` (and `marimo edit --sandbox`) builds its environment from the script
+    header and the script's own lock beside it: that lock must be for this header and hold every
+    package at uv.lock's version (after `uv lock` changes uv.lock, run .ci/lock-notebooks)."""
+    import tomllib
+    lock_path = NOTEBOOKS / f"{name}.py.lock"
+    assert lock_path.is_file(), f"{lock_path.name} is missing: run .ci/lock-notebooks"
+    script_lock = tomllib.loads(lock_path.read_text())
+    project = {(p["name"], p.get("version")) for p in tomllib.loads((ROOT / "uv.lock").read_text())["package"]}
+    header = script_header(NOTEBOOKS / f"{name}.py")
+    locked_for = sorted(r["name"] for r in script_lock["manifest"]["requirements"])
+    assert locked_for == sorted(re.split(r"[<>=!~ ]", d, 1)[0] for d in header["dependencies"]), \
+        f"{lock_path.name} was locked for another header: run .ci/lock-notebooks"
+    differ = sorted(f"{p['name']} {p.get('version')}" for p in script_lock["package"]
+                    if (p["name"], p.get("version")) not in project)  # a package at two versions: one per Python
+    assert len(script_lock["package"]) > 50 and not differ, \
+        f"{lock_path.name} holds what uv.lock does not: {differ}: run .ci/lock-notebooks"
+
+
 def test_marimo_check_finds_nothing():
     out = marimo("check", "--strict", *[str(NOTEBOOKS / f"{n}.py") for n in NAMES])
     assert out.returncode == 0, out.stdout + out.stderr
