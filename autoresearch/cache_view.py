@@ -3,6 +3,9 @@ decoded packed rows with document starts marked, and tokenizer checks."""
 from __future__ import annotations
 
 import html
+import io
+import re
+import time
 
 import altair as alt
 import numpy as np
@@ -12,6 +15,7 @@ from harness.packing import load_split
 from harness.tokenizer import token_bytes as read_token_bytes
 
 BOS_MARK = "⟨BOS⟩"
+LINE_EVERY = 0.25  # seconds between two latest lines shown (tqdm redraws its bar ten times a second)
 SAMPLE_TOKENS = 2_000_000  # bytes per token is measured on at most this many tokens per split
 
 
@@ -102,3 +106,28 @@ def tokenizer_checks(tokenizer, directory, manifest) -> pl.DataFrame:
          tokenizer.encode(doc_text) == doc),
     ]
     return pl.DataFrame([dict(check=c, detail=d, ok="✓" if ok else "✗") for c, d, ok in checks])
+
+
+class ConsoleLines(io.TextIOBase):
+    """A console stream (stdout and stderr together) kept whole, its latest line handed to `on_line`
+    as it is written, at most every LINE_EVERY seconds: a bar tqdm redraws with carriage returns is
+    a line each time. What prepare is doing, under the notebook's progress bar."""
+
+    def __init__(self, on_line):
+        super().__init__()
+        self.whole, self.pending, self.on_line, self.shown = io.StringIO(), "", on_line, 0.0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.whole.write(text)
+        *done, self.pending = re.split(r"[\r\n]", self.pending + text)
+        latest = next((line for line in reversed([*done, self.pending]) if line.strip()), None)
+        if latest is not None and time.monotonic() - self.shown >= LINE_EVERY:
+            self.shown = time.monotonic()
+            self.on_line(latest.strip())
+        return len(text)
+
+    def getvalue(self) -> str:
+        return self.whole.getvalue()

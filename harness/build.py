@@ -16,6 +16,9 @@ from harness.sources import SOURCES, climbmix_base_url, collect_documents, pytho
 from harness.tokenizer import SPECIAL_TOKENS, Tokenizer, train_tokenizer
 
 DEFAULT_NUM_SHARDS = {"h100": 10, "small": 4, "tiny": 1}  # climbmix training shards per profile
+# what prepare does, in order: `on_phase` hears each as it begins (the prepare notebook's progress bar)
+PHASES = ("reading the documents", "training the tokenizer", "tokenizing both splits",
+          "fitting the evaluation set and hashing the files")
 
 
 def tokenize_split(tokenizer, docs, path_bin, path_offsets, dtype, desc):
@@ -75,10 +78,12 @@ def fit_eval_tokens(tokenizer, data_dir, dtype, constants, overrides, profile):
 
 def prepare(*, profile="tiny", source="python", path=None, include_site_packages=False, num_shards=None,
             max_chars=None, time_budget=None, max_seq_len=None, vocab_size=None, eval_tokens=None, cache=None,
-            force=False):
+            force=False, on_phase=None):
     """Build (or confirm) the cache for one profile and source; returns its manifest. The constants
     given (time_budget, max_seq_len, vocab_size, eval_tokens) override the profile's. A cache already
-    there is kept when it is the one asked for, replaced only with force=True; CacheError otherwise."""
+    there is kept when it is the one asked for, replaced only with force=True; CacheError otherwise.
+    on_phase(name) is called as each of PHASES begins (not at all for a cache already there)."""
+    phase = on_phase or (lambda name: None)
     if profile not in PROFILES:
         raise CacheError(f"no profile {profile!r}: pick one of {', '.join(sorted(PROFILES))}")
     if source not in SOURCES:
@@ -118,6 +123,7 @@ def prepare(*, profile="tiny", source="python", path=None, include_site_packages
     t0 = time.time()
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # the manifest is written last: no manifest, no cache
+    phase(PHASES[0])
     splits, chars, duplicates, near_copies = collect_documents(
         source, directory, path=path, include_site_packages=include_site_packages, num_shards=num_shards,
         max_chars=max_chars)
@@ -126,6 +132,7 @@ def prepare(*, profile="tiny", source="python", path=None, include_site_packages
     print(f"documents: {len(splits['train']):,} train, {len(splits['val']):,} val, {chars / 1e6:.1f} M characters"
           + (f" ({'; '.join(notes)})" if notes else ""))
 
+    phase(PHASES[1])
     t1 = time.time()
     tok_dir = directory / "tokenizer"
     tok_chars = int(2e9)
@@ -142,6 +149,7 @@ def prepare(*, profile="tiny", source="python", path=None, include_site_packages
     tokenizer = Tokenizer.from_directory(tok_dir)
     print(f"tokenizer: vocab {tokenizer.get_vocab_size():,} trained in {time.time() - t1:.1f}s")
 
+    phase(PHASES[2])
     t2 = time.time()
     data_dir = directory / "data"
     data_dir.mkdir(exist_ok=True)
@@ -149,6 +157,7 @@ def prepare(*, profile="tiny", source="python", path=None, include_site_packages
     counts = {split: tokenize_split(tokenizer, docs, data_dir / f"{split}.bin", data_dir / f"{split}_offsets.npy",
                                     dtype, f"tokenize {split}") for split, docs in splits.items()}
     print(f"tokens: {counts['train']:,} train, {counts['val']:,} val, tokenized in {time.time() - t2:.1f}s")
+    phase(PHASES[3])
     # the fixed evaluation set must fit in the validation split: checked now, not at the first run
     lowered = fit_eval_tokens(tokenizer, data_dir, dtype, constants, overrides, profile)
 

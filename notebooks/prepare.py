@@ -25,7 +25,6 @@ app = marimo.App(width="medium", app_title="autoresearch: prepare data")
 with app.setup:
     import contextlib
     import importlib
-    import io
     import html
     import os
     import sys
@@ -47,8 +46,8 @@ with app.setup:
     from harness import build
 
     from harness.sources import DOC_MAX_CHARS
-    from autoresearch.cache_view import (BOS_MARK, SAMPLE_TOKENS, decoded_rows, length_histogram, split_stats,
-                                         tokenizer_checks)
+    from autoresearch.cache_view import (BOS_MARK, SAMPLE_TOKENS, ConsoleLines, decoded_rows, length_histogram,
+                                         split_stats, tokenizer_checks)
 
 
 @app.function
@@ -123,11 +122,20 @@ def do_prepare(cache_box, eval_tokens, force, max_chars, path_box, profile, run_
                     max_chars=int(max_chars.value) or None, time_budget=int(time_budget.value) or None,
                     eval_tokens=int(eval_tokens.value) or None, force=bool(force.value))
     _call = "prepare(" + ", ".join(f"{k}={v!r}" for k, v in _options.items() if v not in (None, False)) + ")"
-    with mo.status.spinner(title=_call):
-        _out = io.StringIO()  # stdout and stderr (tqdm's bars) in the order they were written
+    _phases = build.PHASES
+    with mo.status.progress_bar(total=len(_phases), title=_call, subtitle="checking the cache folder",
+                                show_rate=False, remove_on_exit=True) as _bar:
+        _begun = []
+
+        def _phase(name):  # prepare reports each phase as it begins; the bar counts those finished
+            _bar.update(increment=1 if _begun else 0, title=f"{len(_begun) + 1} of {len(_phases)}: {name}")
+            _begun.append(name)
+
+        # stdout and stderr (tqdm's bars) in the order they were written, the latest line under the bar
+        _out = ConsoleLines(lambda line: _bar.update(increment=0, subtitle=line[:160]))
         with contextlib.redirect_stdout(_out), contextlib.redirect_stderr(_out):
             try:
-                build.prepare(**_options)
+                build.prepare(**_options, on_phase=_phase)
                 _code = 0
             except Exception as _e:  # shown, not raised: the notebook stays usable
                 _code = f"{type(_e).__name__}: {_e}"
@@ -149,7 +157,9 @@ def _(cache_box, get_generation):
         manifest = runtime.load_manifest(cache)
     except runtime.CacheError as _e:
         manifest = None
-        _view = mo.callout(mo.md(f"Nothing to show yet: {_e}"), kind="warn")
+        _why = (f"no prepared data in `{cache}` yet: press **prepare** above" if not (cache / "manifest.json").exists()
+                else str(_e))
+        _view = mo.callout(mo.md(f"Nothing to show yet: {_why}"), kind="warn")
     else:
         _c = manifest["constants"]
         _facts = {

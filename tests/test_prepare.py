@@ -134,3 +134,27 @@ def test_import_stays_light():
             "{'rustbpe', 'pyarrow', 'tqdm', 'urllib', 'http', 'glob'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_prepare_names_each_phase_as_it_begins_and_its_console_lines_stream(tmp_path, monkeypatch):
+    """What the prepare notebook's progress bar shows: the phases in order, and the latest console line
+    (tqdm's redrawn bars among them) while it works, not everything at the end."""
+    import contextlib
+    from harness import build
+    from autoresearch import cache_view
+    monkeypatch.setattr(cache_view, "LINE_EVERY", 0.0)  # every line, not a few a second
+    events = []
+    console = cache_view.ConsoleLines(lambda line: events.append(("line", line)))
+    with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+        build.prepare(profile="tiny", source="python", max_chars=1_000_000, eval_tokens=4096, cache=tmp_path / "c",
+                      on_phase=lambda name: events.append(("phase", name)))
+    assert [value for kind, value in events if kind == "phase"] == list(build.PHASES)
+    lines = [value for kind, value in events if kind == "line"]
+    assert any(line.startswith("tokenize train") and "%" in line for line in lines), lines
+    # each phase's own output comes after it is named: the documents' count before the tokenizer starts
+    order = [value for _, value in events]
+    assert order.index(build.PHASES[1]) > next(i for i, v in enumerate(order) if v.startswith("documents:"))
+    assert lines[-1].startswith("prepared ") and "prepared " in console.getvalue()
+    assert build.prepare(profile="tiny", source="python", max_chars=1_000_000, eval_tokens=4096,
+                         cache=tmp_path / "c", on_phase=lambda name: events.append(("again", name)))
+    assert not [e for e in events if e[0] == "again"]  # already there: nothing to report
