@@ -131,3 +131,28 @@ class ConsoleLines(io.TextIOBase):
 
     def getvalue(self) -> str:
         return self.whole.getvalue()
+
+
+def prepare_with_progress(title: str, **options) -> tuple[str | None, str]:
+    """harness.build.prepare(**options) run in a marimo cell under a progress bar through its PHASES,
+    the latest console line under it. Returns (None, or the error as one line; the console text):
+    an error is shown by the notebook, never raised."""
+    import contextlib
+    import marimo as mo
+    from harness import build
+    with mo.status.progress_bar(total=len(build.PHASES), title=title, subtitle="checking the cache folder",
+                                show_rate=False, remove_on_exit=True) as bar:
+        begun = []
+
+        def on_phase(name):  # each phase is named as it begins; the bar counts those finished
+            bar.update(increment=1 if begun else 0, title=f"{len(begun) + 1} of {len(build.PHASES)}: {name}")
+            begun.append(name)
+
+        console = ConsoleLines(lambda line: bar.update(increment=0, subtitle=line[:160]))
+        with contextlib.redirect_stdout(console), contextlib.redirect_stderr(console):
+            try:
+                build.prepare(**options, on_phase=on_phase)
+                error = None
+            except Exception as e:  # a CacheError and what the build raises
+                error = f"{type(e).__name__}: {e}"
+    return error, console.getvalue()

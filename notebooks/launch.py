@@ -24,8 +24,6 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="autoresearch: launch and watch")
 
 with app.setup:
-    import contextlib
-    import io
     import os
     import re
     import shlex
@@ -46,7 +44,7 @@ with app.setup:
     from autoresearch.judge import Policy
     from autoresearch.scheduler import init_run
     from autoresearch.workspace import LabError
-    from harness import build as cache_build  # the harness's build pipeline (prepare.py's)
+    from autoresearch.cache_view import prepare_with_progress  # the harness's build, under a progress bar
 
     FEED_COLUMNS = ["experiment", "role", "seed", "commit", "status", "run_bpb", "val_bpb", "runs", "lines_added",
                     "lines_removed", "agent", "description", "num_steps", "tokens_per_s", "started", "reason"]
@@ -106,12 +104,15 @@ def _():
 @app.cell
 def _():
     get_cache, set_cache = mo.state(None)  # the cache picked (or just prepared) for new runs
-    return get_cache, set_cache
+    # bumped by a prepare only: the list of caches is made again (not by init, start or stop, whose cells
+    # take the cache picked: they would run again)
+    get_prepared, set_prepared = mo.state(0)
+    return get_cache, get_prepared, set_cache, set_prepared
 
 
 @app.cell
-def _(get_cache, get_changed, set_cache):
-    get_changed()
+def _(get_cache, get_prepared, set_cache):
+    get_prepared()
     _caches = {harness.describe_cache(_p, _m): str(_p) for _p, _m in harness.prepared_caches()}
     _picked = next((k for k, v in _caches.items() if v == get_cache()), next(iter(_caches), None))
     cache_pick = mo.ui.dropdown(options=_caches, value=_picked, label="data for a new run",
@@ -130,20 +131,18 @@ def _(get_cache, get_changed, set_cache):
 
 
 @app.cell
-def do_prepare(class_budget, prepare_button, set_cache, set_changed):
+def do_prepare(class_budget, prepare_button, set_cache, set_prepared):
     mo.stop(not prepare_button.value)
     _budget = int(class_budget.value)
     _cache = harness.cache_home() / f"autoresearch-tiny-{_budget}s"
-    _out = io.StringIO()
-    try:
-        with mo.status.spinner(title=f"preparing {_cache} (tiny profile, {_budget} s per run) ..."):
-            with contextlib.redirect_stdout(_out), contextlib.redirect_stderr(_out):
-                cache_build.prepare(profile="tiny", source="python", time_budget=_budget, cache=_cache)
+    _error, _ = prepare_with_progress(f"preparing {_cache} (tiny profile, {_budget} s per run)", profile="tiny",
+                                      source="python", time_budget=_budget, cache=_cache)
+    if _error is None:
         _msg = mo.callout(mo.md(f"Prepared `{_cache}`: new runs use it."), kind="success")
         set_cache(str(_cache.resolve()))
-    except Exception as _e:  # a CacheError and what the build raises: shown, never a traceback
-        _msg = mo.callout(mo.md(f"Could not prepare `{_cache}`: {_e}"), kind="danger")
-    set_changed(lambda n: n + 1)
+    else:  # shown, never a traceback
+        _msg = mo.callout(mo.md(f"Could not prepare `{_cache}`: {_error}"), kind="danger")
+    set_prepared(lambda n: n + 1)
     _msg
     return
 
@@ -164,10 +163,16 @@ def _():
         mo.hstack([tag, agent, replay_file], justify="start", gap=2),
         mo.hstack([max_experiments, max_hours, extra], justify="start", gap=2),
         mo.hstack([init_button, start_button, stop_button], justify="start", gap=1),
-        mo.md(f"Runs in `{ROOT / 'runs'}`: " + (", ".join(f"`{t}`" for t in _tags) or "none yet")
-              + ". The `claude` agent needs `ANTHROPIC_API_KEY` in the environment marimo was started from."),
     ])
     return (agent, extra, init_button, max_experiments, max_hours, replay_file, start_button, stop_button, tag)
+
+
+@app.cell
+def _(get_changed):
+    get_changed()  # a run just made is listed
+    mo.md(f"Runs in `{ROOT / 'runs'}`: " + (", ".join(f"`{t}`" for t in run_tags(ROOT)) or "none yet")
+          + ". The `claude` agent needs `ANTHROPIC_API_KEY` in the environment marimo was started from.")
+    return
 
 
 @app.cell

@@ -46,8 +46,8 @@ with app.setup:
     from harness import build
 
     from harness.sources import DOC_MAX_CHARS
-    from autoresearch.cache_view import (BOS_MARK, SAMPLE_TOKENS, ConsoleLines, decoded_rows, length_histogram,
-                                         split_stats, tokenizer_checks)
+    from autoresearch.cache_view import (BOS_MARK, SAMPLE_TOKENS, decoded_rows, length_histogram,
+                                         prepare_with_progress, split_stats, tokenizer_checks)
 
 
 @app.function
@@ -122,25 +122,10 @@ def do_prepare(cache_box, eval_tokens, force, max_chars, path_box, profile, run_
                     max_chars=int(max_chars.value) or None, time_budget=int(time_budget.value) or None,
                     eval_tokens=int(eval_tokens.value) or None, force=bool(force.value))
     _call = "prepare(" + ", ".join(f"{k}={v!r}" for k, v in _options.items() if v not in (None, False)) + ")"
-    _phases = build.PHASES
-    with mo.status.progress_bar(total=len(_phases), title=_call, subtitle="checking the cache folder",
-                                show_rate=False, remove_on_exit=True) as _bar:
-        _begun = []
-
-        def _phase(name):  # prepare reports each phase as it begins; the bar counts those finished
-            _bar.update(increment=1 if _begun else 0, title=f"{len(_begun) + 1} of {len(_phases)}: {name}")
-            _begun.append(name)
-
-        # stdout and stderr (tqdm's bars) in the order they were written, the latest line under the bar
-        _out = ConsoleLines(lambda line: _bar.update(increment=0, subtitle=line[:160]))
-        with contextlib.redirect_stdout(_out), contextlib.redirect_stderr(_out):
-            try:
-                build.prepare(**_options, on_phase=_phase)
-                _code = 0
-            except Exception as _e:  # shown, not raised: the notebook stays usable
-                _code = f"{type(_e).__name__}: {_e}"
+    _error, _console = prepare_with_progress(_call, **_options)
+    _code = 0 if _error is None else _error
     set_generation(lambda n: n + 1)
-    _log = console_text(_out.getvalue())
+    _log = console_text(_console)
     mo.vstack([
         mo.callout(mo.md(f"`{_call}` " + ("finished" if _code == 0 else f"failed: {_code}")),
                    kind="success" if _code == 0 else "danger"),

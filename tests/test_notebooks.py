@@ -2,21 +2,24 @@
 headless as scripts with their default UI values (which start nothing slow), export to HTML, and
 their buttons' cells do what they say when run as functions (marimo's Cell.run).
 Run: uv run pytest tests/test_notebooks.py   (about a minute; every test starts a Python process)"""
+import contextlib
 import importlib.util
 import itertools
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
 import types
+from pathlib import Path
 
 import pytest
 
-from autoresearch import background, ledger, workspace
+from autoresearch import background, ledger, state, workspace
 from autoresearch.scheduler import init_run
 from conftest import ROOT, TINY_ARGS
-from lab_helpers import make_repo
+from lab_helpers import make_repo, variant
 
 NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["prepare", "launch", "analyze"]
@@ -231,7 +234,7 @@ def test_the_launch_notebook_prepares_a_cache_with_a_chosen_budget_and_lists_it(
     nb = load_notebook("launch")
     picked = []
     output, _ = nb.do_prepare.run(class_budget=ui(7), prepare_button=ui(True), set_cache=picked.append,
-                                  set_changed=[].append)
+                                  set_prepared=[].append)
     made = (tmp_path / "home-cache" / "autoresearch-tiny-7s").resolve()
     assert "Prepared" in output.text, output.text
     assert picked == [str(made)]
@@ -277,20 +280,16 @@ def run_with_a_change(tmp_path, cache):
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
-def test_clicking_a_point_in_chromium_shows_that_experiment_and_its_diff(tiny_cache, tmp_path):
-    """The analyze notebook served as an app (`marimo run`), in headless Chromium: a click on experiment 2
-    in the progress chart shows it, and its diff opens under it."""
+@contextlib.contextmanager
+def served_notebook(name, cwd, **env):
+    """The notebook served as an app (`marimo run`) and a headless Chromium page on it, loaded."""
     sync_api = pytest.importorskip("playwright.sync_api")
-    import socket
-    results = run_with_a_change(tmp_path, tiny_cache)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = dict(os.environ, AUTORESEARCH_ROOT=str(results.parents[2]), AUTORESEARCH_CACHE=str(tiny_cache))
     server = subprocess.Popen([sys.executable, "-m", "marimo", "run", "--headless", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-token", str(NOTEBOOKS / "analyze.py")], cwd=tmp_path,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--port", str(port), "--no-token", str(NOTEBOOKS / f"{name}.py")], cwd=cwd,
+                              env=dict(os.environ, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         with sync_api.sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
@@ -304,12 +303,60 @@ def test_clicking_a_point_in_chromium_shows_that_experiment_and_its_diff(tiny_ca
                     if time.time() > deadline:
                         raise
                     time.sleep(0.5)
-            page.wait_for_selector("text=Click a point", timeout=60_000)
-            page.locator('path[aria-label*="experiment: 2;"]').first.click(timeout=30_000)
-            page.wait_for_selector("text=#2: a stronger unigram", timeout=30_000)
-            page.get_by_text("diff of train.py against the best it was tried on").click()
-            page.locator("pre:visible", has_text="+WEIGHT = 0.9").first.wait_for(timeout=30_000)
+            try:
+                yield page
+            except Exception:
+                page.screenshot(path=str(Path(cwd) / "failed.png"), full_page=True)  # what the page showed
+                raise
             browser.close()
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
+
+
+@needs_chromium
+def test_clicking_a_point_in_chromium_shows_that_experiment_and_its_diff(tiny_cache, tmp_path):
+    """The analyze notebook in headless Chromium: a click on experiment 2 in the progress chart shows
+    it, and its diff opens under it."""
+    results = run_with_a_change(tmp_path, tiny_cache)
+    with served_notebook("analyze", tmp_path, AUTORESEARCH_ROOT=str(results.parents[2]),
+                         AUTORESEARCH_CACHE=str(tiny_cache)) as page:
+        page.wait_for_selector("text=Click a point", timeout=60_000)
+        page.locator('path[aria-label*="experiment: 2;"]').first.click(timeout=30_000)
+        page.wait_for_selector("text=#2: a stronger unigram", timeout=30_000)
+        page.get_by_text("diff of train.py against the best it was tried on").click()
+        page.locator("pre:visible", has_text="+WEIGHT = 0.9").first.wait_for(timeout=30_000)
+
+
+@needs_chromium
+def test_in_chromium_a_cache_is_picked_a_run_made_on_it_and_the_live_view_names_the_phase(tiny_cache, tmp_path):
+    """The launch notebook as a participant uses it: pick the second of two prepared caches (a 3 s
+    budget), init a run on it, start the loop, see the phase of the run in flight (the baseline
+    training, as a share of the budget), stop it: nothing is shown in flight after."""
+    from harness import build
+    home = tmp_path / "home-cache"  # the user's cache folder: where the notebook looks for caches
+    other = home / "autoresearch-class"
+    build.prepare(profile="tiny", source="python", max_chars=1_000_000, eval_tokens=4096, time_budget=3, cache=other)
+    repo = make_repo(tmp_path / "repo", variant(SLEEP=8.0, LOSSES=(8.0, 7.6, 7.2, 6.8, 6.4, 6.0, 5.6, 5.2)))
+    with served_notebook("launch", tmp_path, AUTORESEARCH_ROOT=str(repo), AUTORESEARCH_CACHE=str(tiny_cache),
+                         XDG_CACHE_HOME=str(home), AUTORESEARCH_DEVICE="cpu", PYTHONPATH=str(ROOT)) as page:
+        page.wait_for_selector("text=data for a new run", timeout=60_000)
+        page.locator("select").first.select_option(label=f"{other.resolve()} (tiny profile, 3 s per run, python source)")
+        tag = page.get_by_role("textbox", name="tag")
+        tag.fill("class")
+        tag.press("Enter")
+        page.get_by_role("button", name="init run").click()
+        page.wait_for_selector("text=Created run class", timeout=60_000)
+        assert page.get_by_text("3 s per experiment").count() and not page.get_by_text("exists already").count()
+        page.wait_for_selector("text=/Runs in .*: class/", timeout=30_000)  # the list, updated
+        page.get_by_role("button", name="start loop").click()
+        page.wait_for_selector("text=/training the baseline at seed \\d+ \\(\\d+% of the budget\\)/", timeout=120_000)
+        assert page.locator("text=/In flight: #1 \\(baseline/").count()
+        page.get_by_role("button", name="stop loop").click()
+        page.wait_for_selector("text=Loop stopped.", timeout=60_000)
+        page.wait_for_selector("text=/Now: stopped/", timeout=30_000)
+        assert not page.locator("text=/In flight: #/").count()
+    assert state.load(repo / "runs" / "class")["cache"] == str(other.resolve())
