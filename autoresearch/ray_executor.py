@@ -62,7 +62,7 @@ class Worker:
                            f"system, or `autoresearch prepare` with the same arguments on each node)")
         workdir = workspace.worker_worktree(Path(root), tag, index, base)
         self.executor = LocalExecutor(workdir, cache, None, protected, base, allowance)
-        self.events: queue.SimpleQueue = queue.SimpleQueue()
+        self.progress: queue.SimpleQueue = queue.SimpleQueue()  # the run's, for the driver to read
         self.prune_reason: str | None = None
         self.stop = False
         self.lock = threading.Lock()  # start_ahead comes on another of the actor's threads than run
@@ -89,16 +89,15 @@ class Worker:
     def _run(self, job) -> runner.RunResult:
 
         def on_progress(p):
-            self.events.put(("progress", p))
+            self.progress.put(p)
             return self.prune_reason
 
-        return self.executor.run(job, on_start=lambda pgid: self.events.put(("start", pgid)),
-                                 on_progress=on_progress, should_stop=lambda: self.stop)
+        return self.executor.run(job, on_progress=on_progress, should_stop=lambda: self.stop)
 
-    def events_since(self) -> list:
+    def progress_since(self) -> list:
         out = []
-        while not self.events.empty():
-            out.append(self.events.get())
+        while not self.progress.empty():
+            out.append(self.progress.get())
         return out
 
     def halt(self, prune_reason: str | None) -> None:
@@ -255,9 +254,9 @@ class RayExecutor:
             on_start(None, self.names.get(actor))
         while True:
             ready, _ = self.ray.wait([ref], timeout=POLL)
-            for kind, value in self.ray.get(actor.events_since.remote(), timeout=self.timeout):
-                if kind == "progress" and on_progress and not halted:
-                    reason = on_progress(value)
+            for progress in self.ray.get(actor.progress_since.remote(), timeout=self.timeout):
+                if on_progress and not halted:
+                    reason = on_progress(progress)
                     if reason:
                         actor.halt.remote(reason)
                         halted = True

@@ -103,7 +103,7 @@ class Scheduler:
                                                   ray_address)
         self.display = display or Display(budget=self.budget)
         self.recorder = Recorder(self.results, self.manifest, self.policy, self.display)
-        self.stopping = self.asking = False
+        self.stopping = self.asking = self.baseline_judged = False
         self.pause = pause  # seconds to wait when the agent's service is down, before asking again
         self.started: queue.SimpleQueue = queue.SimpleQueue()  # (run, pgid, worker) from the run threads
         self.lock = threading.Lock()
@@ -512,54 +512,70 @@ class Scheduler:
                 for future in [f for f in running if f.done()]:
                     exp, job, decision = running.pop(future)
                     ended += self.ran(exp, job, decision, future.result())
-                if self.stopping:
+                if self.stopping or self.limit_reached(start, ended, max_experiments, max_hours, max_cost):
                     if not running:
-                        for exp in self.in_flight:
-                            self.interrupt_waiting(exp)
-                        break
-                elif max_hours is not None and time.time() - start > max_hours * 3600 or \
-                        max_cost is not None and self.spent() >= max_cost or \
-                        max_experiments is not None and ended >= max_experiments:
-                    if max_cost is not None and self.spent() >= max_cost and not running:
-                        self.display.say(f"spent ${self.spent():.2f} of the ${max_cost:.2f} allowed: stopping")
-                    if not running:
+                        self.wind_down(max_cost)
                         break
                 else:
-                    busy = frozenset((job.commit, job.seed) for _, job, _ in running.values())
-                    waiting = [e for e in self.in_flight if not any(e is x for x, _, _ in running.values())]
-                    for exp in waiting:
-                        if len(running) >= slots:
-                            break
-                        planned = self.next_run(exp, busy)
-                        if planned is True:
-                            ended += 1
-                        if isinstance(planned, tuple):
-                            job, decision = planned
-                            running[pool.submit(self.executor.run, job, **self.callbacks(exp, job))] = \
-                                (exp, job, decision)
-                            busy |= {(job.commit, job.seed)}
-                        if planned is not None and not isinstance(planned, tuple):
-                            break  # the state moved on: look again
-                    else:
-                        more = max_experiments is None or ended + len(self.in_flight) < max_experiments
-                        judged = bool(measurements.verdicts(self.rows()))  # proposals wait for the baseline's verdict
-                        wanted = not self.in_flight if not judged else not done  # the baseline first, agent or not
-                        if wanted and more and len(self.in_flight) < slots and len(running) < slots:
-                            outcome = self.next_experiment(agent)
-                            if outcome == "done":
-                                done = True
-                                if agent is not None:
-                                    self.display.say(f"the agent {agent.name} has nothing more to propose")
-                            ended += outcome == "rejected"
-                            if outcome == "measuring":
-                                self.announce(self.in_flight[-1],
-                                              countdown(time.time() - start, ended, max_experiments, max_hours))
-                            continue
-                        if not running and not self.in_flight:
-                            break
+                    settled, recorded = self.fill_slots(pool, running, slots)
+                    ended += recorded
+                    if settled and self.room_for_experiment(done, ended, max_experiments, slots, len(running)):
+                        outcome = self.next_experiment(agent)
+                        if outcome == "done":
+                            done = True
+                            if agent is not None:
+                                self.display.say(f"the agent {agent.name} has nothing more to propose")
+                        ended += outcome == "rejected"
+                        if outcome == "measuring":
+                            self.announce(self.in_flight[-1],
+                                          countdown(time.time() - start, ended, max_experiments, max_hours))
+                        continue
+                    if settled and not running and not self.in_flight:
+                        break
                 if running:
                     wait_for(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
             return ended
+
+    def limit_reached(self, start, ended, max_experiments, max_hours, max_cost) -> bool:
+        return (max_hours is not None and time.time() - start > max_hours * 3600
+                or max_cost is not None and self.spent() >= max_cost
+                or max_experiments is not None and ended >= max_experiments)
+
+    def wind_down(self, max_cost):
+        """Nothing runs any more: a stop leaves the waiting experiments interrupted; a spent budget says so."""
+        if self.stopping:
+            for exp in self.in_flight:
+                self.interrupt_waiting(exp)
+        elif max_cost is not None and self.spent() >= max_cost:
+            self.display.say(f"spent ${self.spent():.2f} of the ${max_cost:.2f} allowed: stopping")
+
+    def fill_slots(self, pool, running: dict, slots: int) -> tuple[bool, int]:
+        """The waiting experiments' next runs submitted while a slot is free. Returns (settled, ended):
+        settled is False when an experiment's state moved on without a run (a verdict, a replay), so
+        that the caller looks again before proposing; ended counts the verdicts recorded."""
+        busy = {(job.commit, job.seed) for _, job, _ in running.values()}
+        for exp in [e for e in self.in_flight if not any(e is x for x, _, _ in running.values())]:
+            if len(running) >= slots:
+                break
+            planned = self.next_run(exp, frozenset(busy))
+            if isinstance(planned, tuple):
+                job, decision = planned
+                running[pool.submit(self.executor.run, job, **self.callbacks(exp, job))] = (exp, job, decision)
+                busy.add((job.commit, job.seed))
+            elif planned is not None:
+                return False, int(planned is True)
+        return True, 0
+
+    def room_for_experiment(self, done: bool, ended: int, max_experiments, slots: int, running: int) -> bool:
+        """Whether to put another experiment in flight now: the baseline first (agent or not), then the
+        agent's proposals while it has more, a slot is free and max_experiments allows."""
+        if len(self.in_flight) >= slots or running >= slots or (done and self.in_flight):
+            return False
+        if max_experiments is not None and ended + len(self.in_flight) >= max_experiments:
+            return False
+        if not self.baseline_judged:  # proposals wait for the baseline's verdict (once there, it stays)
+            self.baseline_judged = bool(measurements.verdicts(self.rows()))
+        return not done if self.baseline_judged else not self.in_flight
 
     def announce(self, exp, note=""):
         self.display.say(f"── #{exp['number']} {exp.get('agent', '')}: {exp.get('description', '')}{note}")
