@@ -400,6 +400,18 @@ def setup(df: pl.DataFrame) -> dict:
                 sandbox=listed("sandbox"), workers=workers(df))
 
 
+SETUP_LABELS = {"device": "device", "profile": "profile", "time_budget": "training budget per run",
+                "data": "data (hash)", "tokenizer": "tokenizer (hash)", "agent": "agent", "policy": "judging policy",
+                "noise": "noise floor", "sandbox": "sandbox", "workers": "workers (runs each)"}
+
+
+def setups(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """Where each run (a frame from `load`, by its label) was measured: a row per run, SETUP_LABELS as columns."""
+    return pl.DataFrame([{"run": label, **{SETUP_LABELS[k]: str(v) for k, v in setup(df).items()}}
+                         for label, df in frames.items()],
+                        schema={"run": pl.Utf8, **{label: pl.Utf8 for label in SETUP_LABELS.values()}})
+
+
 def workers(df: pl.DataFrame) -> str:
     """The workers the runs went to (`--workers N`) and how many runs each took; one worker, this
     machine's, where the ledger names none."""
@@ -451,6 +463,25 @@ def kept(df: pl.DataFrame) -> list[dict]:
 
 
 # --- several runs side by side --------------------------------------------------------------------
+
+LOCAL_RESULTS = ("Results are local to the machine: a run's val_bpb depends on its device, its data and its "
+                 "training budget, so runs are ranked by how far each got below its own baseline (lower is "
+                 "better), never by val_bpb across machines. Compare val_bpb itself only between runs with the "
+                 "same setup.")
+
+
+def labelled(paths) -> dict[str, Path]:
+    """results.tsv files by a label each: the name of the folder holding it (a run's tag, a participant's
+    folder), or the file's own name when it is not called results.tsv; a label taken gets (2), (3), ..."""
+    found: dict[str, Path] = {}
+    for path in map(Path, paths):
+        label = path.parent.resolve().name if path.name == "results.tsv" else path.stem
+        unique, k = label, 2
+        while unique in found:
+            unique, k = f"{label} ({k})", k + 1
+        found[unique] = path
+    return found
+
 
 def comparison(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """A leaderboard of runs (each a frame from `load`, by its label): where each was measured, its

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -283,21 +284,15 @@ def cmd_report(args) -> int:
 
 def compared(items: list[str]) -> dict[str, Path]:
     """--compare's runs by label: a results.tsv file (labelled by its folder, e.g. a participant's), else
-    a run's tag in this checkout."""
-    sources: dict[str, Path] = {}
+    a run's tag in this checkout (its worktree is named by the tag)."""
+    from . import analysis
+    paths = []
     for item in items:
         path = Path(item).expanduser()
-        if path.is_file():
-            label = path.parent.resolve().name if path.name == "results.tsv" else path.stem
-        elif path.suffix == ".tsv" or os.sep in item:
+        if not path.is_file() and (path.suffix == ".tsv" or os.sep in item):
             raise LabError(f"no results file at {path}: give a results.tsv that exists, or a run's tag")
-        else:
-            path, label = find_run(workspace.repo_root(), item) / "results.tsv", item
-        unique, k = label, 2
-        while unique in sources:
-            unique, k = f"{label} ({k})", k + 1
-        sources[unique] = path
-    return sources
+        paths.append(path if path.is_file() else find_run(workspace.repo_root(), item) / "results.tsv")
+    return analysis.labelled(paths)
 
 
 def build_parser():

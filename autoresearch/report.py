@@ -98,14 +98,9 @@ def summary_table(s: dict) -> str:
     return f'<table class="summary">{rows}</table>'
 
 
-SETUP_LABELS = {"device": "device", "profile": "profile", "time_budget": "training budget per run",
-                "data": "data (hash)", "tokenizer": "tokenizer (hash)", "agent": "agent", "policy": "judging policy",
-                "noise": "noise floor", "sandbox": "sandbox", "workers": "workers (runs each)"}
-
-
 def setup_table(setup: dict) -> str:
     rows = "".join(f"<tr><th>{html.escape(label)}</th><td>{html.escape(str(setup[key]))}</td></tr>"
-                   for key, label in SETUP_LABELS.items())
+                   for key, label in analysis.SETUP_LABELS.items())
     return f'<table class="setup">{rows}</table>'
 
 
@@ -218,18 +213,14 @@ def render_comparison(frames: dict[str, pl.DataFrame], title: str = "autoresearc
                       svg: bool = True) -> str:
     """One page comparing runs (frames from analysis.load, by label): a leaderboard by each run's change
     from its own baseline, the runs' progress on one chart, and where each was measured."""
-    setups = pl.DataFrame([{"run": label, **{SETUP_LABELS[k]: str(v) for k, v in analysis.setup(df).items()}}
-                           for label, df in frames.items()])
     parts = [
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="muted">{len(frames)} runs &middot; generated {html.escape(time.strftime("%Y-%m-%d %H:%M"))}</p>',
-        "<p>Results are local to the machine: a run's val_bpb depends on its device, its data and its training "
-        "budget, so runs are ranked by how far each got below <b>its own baseline</b> (lower is better), "
-        "never by val_bpb across machines. Compare val_bpb itself only between runs with the same setup.</p>",
+        f"<p>{html.escape(analysis.LOCAL_RESULTS)}</p>",
         "<h2>Leaderboard</h2>", table(analysis.comparison(frames), "no runs"),
         "<h2>Each run against its own baseline</h2>",
         chart_block("comparison", analysis.comparison_chart(frames), svg),
-        "<h2>Where each run was measured</h2>", table(setups, "no runs"),
+        "<h2>Where each run was measured</h2>", table(analysis.setups(frames), "no runs"),
     ]
     return page(title, "\n".join(parts))
 

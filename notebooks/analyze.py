@@ -233,5 +233,50 @@ def _(df):
     return
 
 
+@app.function
+def compared_files(picked: list[str], more: str) -> tuple[dict, list[str]]:
+    """The results.tsv files to compare, by label (analysis.labelled): the runs picked here, then each
+    line of `more`: a results.tsv, or a folder searched for them (a shared folder of participants'
+    runs). Returns them and the lines that named nothing."""
+    paths, missing = [Path(p) for p in picked], []
+    for line in (ln.strip() for ln in more.splitlines()):
+        path = Path(line).expanduser() if line else None
+        if path is None:
+            continue
+        found = [path] if path.is_file() else sorted(path.glob("**/results.tsv")) if path.is_dir() else []
+        paths += found
+        if not found:
+            missing.append(line)
+    return analysis.labelled(dict.fromkeys(p.resolve() for p in paths)), missing
+
+
+@app.cell(hide_code=True)
+def _():
+    _runs = find_results(ROOT)
+    compare_pick = mo.ui.multiselect(options=_runs, value=list(_runs)[-4:], label="runs here")
+    compare_more = mo.ui.text_area(placeholder="more results.tsv files, or folders holding them (a shared folder of "
+                                               "participants' runs), one per line", full_width=True, rows=3)
+    mo.vstack([mo.md("## Compare runs\n\nSeveral runs side by side: tags here, or results.tsv files from other "
+                     "machines or participants. `autoresearch report --compare ...` writes the same as one page."),
+               compare_pick, compare_more])
+    return compare_more, compare_pick
+
+
+@app.cell
+def _(compare_more, compare_pick):
+    _sources, _missing = compared_files(compare_pick.value, compare_more.value)
+    _frames = {label: analysis.load(path) for label, path in _sources.items()}
+    _warn = [mo.callout(mo.md("Nothing found at " + ", ".join(f"`{m}`" for m in _missing)), kind="warn")] \
+        if _missing else []
+    mo.vstack(_warn + ([
+        mo.md(f"### Leaderboard\n\n{analysis.LOCAL_RESULTS}"),
+        mo.ui.table(analysis.comparison(_frames), selection=None, show_column_summaries=False),
+        analysis.comparison_chart(_frames),
+        mo.md("### Where each run was measured"),
+        mo.ui.table(analysis.setups(_frames), selection=None, show_column_summaries=False),
+    ] if _frames else [mo.md("_Pick runs, or name results.tsv files, to compare them._")]))
+    return
+
+
 if __name__ == "__main__":
     app.run()

@@ -360,3 +360,28 @@ def test_in_chromium_a_cache_is_picked_a_run_made_on_it_and_the_live_view_names_
         page.wait_for_selector("text=/Now: stopped/", timeout=30_000)
         assert not page.locator("text=/In flight: #/").count()
     assert state.load(repo / "runs" / "class")["cache"] == str(other.resolve())
+
+
+@needs_chromium
+def test_in_chromium_runs_from_two_participants_are_compared_by_their_gain_over_their_own_baseline(tmp_path):
+    """The analyze notebook's comparison: a shared folder holding two participants' results.tsv, named
+    in the box, gives the leaderboard (bob went further below his own baseline than alice, whatever
+    their val_bpb) and where each was measured; a line naming nothing says so."""
+    from test_analysis import write_normal, write_runs
+    shared = tmp_path / "shared"
+    for name, write in (("alice", write_normal), ("bob", write_runs)):
+        (shared / name).mkdir(parents=True)
+        write(shared / name / "results.tsv")
+    with served_notebook("analyze", tmp_path, AUTORESEARCH_ROOT=str(tmp_path / "no-project")) as page:
+        page.wait_for_selector("text=Compare runs", timeout=60_000)
+        box = page.get_by_placeholder("more results.tsv files", exact=False)
+        box.fill(f"{shared}\n{tmp_path / 'carol'}")
+        box.blur()
+        page.wait_for_selector("text=Leaderboard", timeout=30_000)
+        page.wait_for_selector(f"text=Nothing found at {tmp_path / 'carol'}", timeout=30_000)
+        rows = page.locator("tr", has_text="bpb")
+        rows.first.wait_for(timeout=30_000)
+        board = [r for r in rows.all_inner_texts() if "alice" in r or "bob" in r]
+        assert [("bob" in r) for r in board[:2]] == [True, False], board
+        assert "−0.1000 bpb" in board[0] and "−0.0795 bpb" in board[1], board
+        assert page.get_by_text("Results are local to the machine", exact=False).count()
