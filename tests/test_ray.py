@@ -3,13 +3,14 @@ own worktrees and sandboxes, the fast stand-in train.py on the tiny cache.
 
 Run with: uv run pytest tests/test_ray.py
 """
+import glob
 import os
 import signal
 from pathlib import Path
 
 import pytest
 
-from autoresearch import background, ledger, state, workspace
+from autoresearch import background, ledger, sandbox, state, workspace
 from autoresearch.workspace import LabError
 from lab_helpers import check_invariants, cli, git, make_repo, start_cli, variant, verdicts, write_replay, wait_for
 
@@ -168,3 +169,43 @@ def test_a_worker_whose_cache_differs_from_the_drivers_is_refused(run):
             executor.probe()
     finally:
         executor.close()
+
+
+RAY_ATTACK = '''
+import glob, re, socket
+def attempt(name, fn):
+    try:
+        fn()
+        print("ATTACK", name, "succeeded", flush=True)
+    except Exception as e:
+        print("ATTACK", name, "failed:", type(e).__name__, flush=True)
+seen = glob.glob("/tmp/ray/session_*") + glob.glob("/tmp/ray/ray_current_cluster")
+print("ATTACK the Ray session's files:", seen[:5], "succeeded" if seen else "failed", flush=True)
+for path in glob.glob("/tmp/ray/session_*/sockets/*"):
+    attempt("unix " + path, lambda path=path: socket.socket(socket.AF_UNIX).connect(path))
+addresses = {v for k, v in os.environ.items() if re.fullmatch(r"[\\w.-]+:\\d{2,5}", v)} | {"127.0.0.1:6379"}
+for addr in sorted(addresses):
+    host, port = addr.rsplit(":", 1)
+    attempt("tcp " + addr, lambda host=host, port=port: socket.create_connection((host, int(port)), timeout=2).close())
+def join_the_cluster():
+    import ray
+    ray.init(address="auto", log_to_driver=False)
+attempt("ray.init(address='auto')", join_the_cluster)
+'''
+
+
+@pytest.mark.skipif(not sandbox.mode() == sandbox.BWRAP, reason="no working bubblewrap here")
+def test_a_run_on_a_ray_worker_cannot_reach_ray(tmp_path, use_cache):
+    """train.py on a worker, in its sandbox, tries Ray's session files and sockets (under /tmp), every
+    host:port its environment names and the default GCS port, and to join the cluster: all fail, while
+    the lab's own Ray is up beside it."""
+    head, tail = BASE.split("tok = Tokenizer.from_directory()", 1)
+    repo = make_repo(tmp_path / "repo", head + RAY_ATTACK + "tok = Tokenizer.from_directory()" + tail)
+    assert cli(repo, use_cache, "init", "--tag", "k").returncode == 0
+    out = cli(repo, use_cache, "run", "--workers", "2", "--baseline-runs", "1", "--max-experiments", "1", timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    log = "".join(p.read_text() for p in (repo / "runs" / "k" / "logs").glob("*.log"))
+    attacks = [line for line in log.splitlines() if line.startswith("ATTACK ")]
+    assert any("ray.init" in a for a in attacks) and any(a.startswith("ATTACK tcp ") for a in attacks), log
+    assert not [a for a in attacks if a.endswith("succeeded")], "\n".join(attacks)
+    assert glob.glob("/tmp/ray/session_*/sockets/*")  # what the run could not see was there
