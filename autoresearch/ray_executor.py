@@ -111,11 +111,24 @@ class Worker:
         self.executor.close()
 
 
+UV_RUNTIME_ENV = "RAY_ENABLE_UV_RUN_RUNTIME_ENV"  # Ray's switch for what it does under `uv run` (see below)
+
+
+def import_ray():
+    """Ray, without its `uv run` integration: under `uv run` (the README's commands) Ray would copy the
+    working directory, venv and runs included (gigabytes), into every session and start each worker
+    through `uv run`. The workers need neither: they see the repository and the venv at the same paths."""
+    os.environ[UV_RUNTIME_ENV] = "0"  # read when Ray is first imported
+    import ray
+    from ray._private import ray_constants
+    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False  # imported before (by a test, a notebook): the same
+    return ray
+
+
 class RayExecutor:
     def __init__(self, workdir: Path, state: dict, protected: dict[str, str], workers: int | str,
                  address: str | None = None, allowance: float | None = None):
-        import ray
-        self.ray = ray
+        ray = self.ray = import_ray()
         self.state, self.protected, self.allowance = state, protected, allowance
         manifest = harness.read_manifest(state["cache"])
         budget = manifest["constants"]["TIME_BUDGET"]

@@ -164,6 +164,9 @@ def test_a_worker_whose_cache_differs_from_the_drivers_is_refused(run):
     st = state.load(workdir)
     executor = RayExecutor(workdir, st, guard.protection(workdir, st), workers=1)
     try:
+        # under `uv run` (as the suite runs), Ray would copy this working directory, .venv and all, into
+        # its session and start each worker through uv: the lab's workers use the paths as they are
+        assert dict(ray.get_runtime_context().runtime_env) == {}, ray.get_runtime_context().runtime_env
         executor.data_hash = "0" * 64  # the driver's manifest, as another node's would differ
         with pytest.raises(LabError, match=r"its prepared cache at .* differs from the driver's .*same cache"):
             executor.probe()
