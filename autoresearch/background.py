@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -196,9 +197,11 @@ def live(root, tag) -> dict:
     number, description, agent, started, phase, commit, run (the run in flight: role, seed, commit,
     or None), runs (its rows so far) - or None), current_points (the run in flight's progress: dicts
     of step, progress 0..1, loss, tokens_per_s), best (the last kept verdict row, with its number, or
-    None), best_points (a run of the best), best_val_bpb (its mean over its runs), noise (judge.Noise),
-    rows (a polars frame of results.tsv), device (of the last row, or ''), time_budget, loop_log (the
-    tail of the loop's output)."""
+    None), best_points (a run of the best), best_val_bpb (its mean over its runs, those since the last
+    drift of the machine's speed where there was one: what the next candidate is compared with),
+    best_measure (that mean's measurements.Best: runs, era), experiments and kept (verdicts so far),
+    noise (judge.Noise), rows (a polars frame of results.tsv: a row per run), device (of the last row,
+    or ''), time_budget, loop_log (the tail of the loop's output)."""
     from . import logs, measurements
     workdir = _existing_run(root, tag)
     st = state.load(workdir)
@@ -234,11 +237,13 @@ def live(root, tag) -> dict:
                         measurements.run_value(r) is not None]
         if runs_of_best:
             best_points = progress_points(logs.row_log(workdir, runs_of_best[-1][1], runs_of_best[-1][0]))
+    measure = measurements.best(rows, st["best_commit"]) if rows else None
     pid = loop_pid(root, tag)
     return dict(tag=st.get("tag", tag), workdir=str(workdir), pid=pid, running=pid is not None, current=current,
                 runs_in_flight=runs_in_flight,
                 current_points=current_points, best=best, best_points=best_points,
-                best_val_bpb=measurements.best(rows, st["best_commit"]).mean if rows else None,
+                best_val_bpb=measure.mean if measure else None, best_measure=measure,
+                experiments=len(ended), kept=len(keeps),
                 noise=measurements.noise(rows), rows=_frame(results),
                 device=rows[-1].get("device", "") if rows else "",
                 time_budget=rows[-1].get("time_budget", "") if rows else "",
@@ -252,7 +257,7 @@ def phase(info: dict, max_runs: int | None = None) -> str:
     cur = info["current"]
     if not info["running"]:
         if cur:
-            return (f"stopped: #{cur['number']} ({cur['description'][:60]}) runs again from where it was on the next "
+            return (f"stopped: #{cur['number']} ({textwrap.shorten(cur['description'], 60, placeholder=' …')}) runs again from where it was on the next "
                     f"start")
         return "stopped"
     if cur is None:

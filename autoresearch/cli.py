@@ -225,7 +225,8 @@ def cmd_demo(args) -> int:
     workdir = init_run(root, tag, cache=cache)
     lab = Scheduler(workdir)
     print(f"demo run {tag}: the baseline at {lab.policy.baseline_runs} seeds, then up to {args.experiments} "
-          f"experiments by the offline search agent, {lab.budget}s per run, for about ten minutes.\n"
+          f"experiments by the offline search agent, {lab.budget}s per run, none started after "
+          f"{args.minutes:g} minutes.\n"
           f"Each experiment runs once, and again at more seeds (paired with the best's runs at the same seeds) "
           f"only while it looks better: it is kept when the lab is {lab.policy.confidence:.0%} sure.")
     lab.run(make_agent("search", seed=lab.policy.seed), max_experiments=args.experiments + 1,
@@ -267,7 +268,7 @@ def cmd_report(args) -> int:
     or, with --compare, one page comparing several runs."""
     from .report import write_comparison, write_report
     if args.compare:
-        print(write_comparison(compared(args.compare), Path(args.output)))
+        print(write_comparison(compared(args.compare), Path(args.output)).resolve())
         return 0
     repository = None
     if args.results:
@@ -278,7 +279,7 @@ def cmd_report(args) -> int:
     else:
         workdir = find_run(workspace.repo_root(), args.tag)
         results, title, repository = workdir / "results.tsv", f"autoresearch run {workdir.name}", workdir
-    print(write_report(results, Path(args.output), lam=args.lam, title=title, repository=repository))
+    print(write_report(results, Path(args.output), lam=args.lam, title=title, repository=repository).resolve())
     return 0
 
 

@@ -139,7 +139,7 @@ def _(path_box, run_pick):
     elif not results_path.exists():
         _where = mo.callout(mo.md(f"`{results_path}` does not exist (yet)."), kind="warn")
     else:
-        _where = mo.md(f"`{results_path}`: {df.height} experiments")
+        _where = mo.md(f"`{results_path}`")
     _cost = [mo.stat(f"${s['total_cost_usd']:.2f}", label="agent cost")] if s["total_cost_usd"] else []
     _gain = f"{analysis.change(-s['gain'], 6)} from the baseline" if s["gain"] else None
     _noise = [mo.stat(f"±{s['noise']:.4f}", label="noise floor", caption="one run's val_bpb, seed to seed"

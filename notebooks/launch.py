@@ -28,6 +28,7 @@ with app.setup:
     import re
     import shlex
     import sys
+    import textwrap
     import time
     from pathlib import Path
 
@@ -76,6 +77,19 @@ def readable(error: Exception) -> mo.Html:
                           ("--max-experiments", "max experiments"), ("--max-hours", "max hours")):
         parts = [p if p.startswith("`") else re.sub(rf"{re.escape(flag)}(?![\w-])", control, p) for p in parts]
     return mo.callout(mo.md("".join(parts)), kind="danger")
+
+
+@app.function
+def best_caption(best: dict | None, measure) -> str | None:
+    """Which experiment the best is and what its value is the mean of: after a drift of the machine's
+    speed, only its runs since (what the next candidate is compared with), not the value it was kept at."""
+    if not best:
+        return None
+    text = textwrap.shorten(f"#{best['number']} {best['description']}", 48, placeholder=" …")
+    runs = f"mean of {measure.runs} run{'s' if measure.runs != 1 else ''}"
+    if measure.era > 1:
+        return f"{text}; {runs} since the machine's speed changed (kept at {float(best['val_bpb']):.4f})"
+    return f"{text}; {runs}"
 
 
 @app.function
@@ -252,10 +266,9 @@ def live_view(get_changed, refresh, tag):
         _loop = f"running, pid {info['pid']}" if info["running"] else "not running"
         _stats = mo.hstack([
             mo.stat(_loop, label="loop"),
-            mo.stat(_rows.height, label="experiments",
-                    caption=f"{int((_rows['status'] == 'keep').sum()) if _rows.height else 0} kept"),
+            mo.stat(info["experiments"], label="experiments", caption=f"{info['kept']} kept, {_rows.height} runs"),
             mo.stat(f"{info['best_val_bpb']:.6f}" if info["best_val_bpb"] is not None else "-", label="best val_bpb",
-                    caption=(f"#{_best['number']} {_best['description']}"[:60] if _best else None)),
+                    caption=best_caption(_best, info["best_measure"])),
             mo.stat(f"±{info['noise'].sigma:.4f}" if info["noise"].sigma is not None else "-", label="noise floor",
                     caption="one run's val_bpb, seed to seed"),
             mo.stat(info["device"] or "-", label="device",
@@ -276,7 +289,7 @@ def live_view(get_changed, refresh, tag):
         _view = mo.vstack([
             _stats, _now,
             mo.vstack([mo.md("**Runs in flight, one per worker:**"), mo.ui.table(
-                [{"worker": r["worker"], "experiment": f"#{r['experiment']} {r['description']}"[:60],
+                [{"worker": r["worker"], "experiment": textwrap.shorten(f"#{r['experiment']} {r['description']}", 60, placeholder=" …"),
                   "run": f"{r['role']} s{r['seed']}", "commit": r["commit"],
                   "progress": "starting" if r["progress"] is None else f"{r['progress']:.0%}"} for r in _workers],
                 selection=None, show_column_summaries=False)]) if _workers else mo.md(""),

@@ -257,3 +257,29 @@ def test_the_setup_names_the_workers_and_the_runs_each_took(tmp_path):
         ledger.append(path, dict(experiment=1, commit="aaaaaaa", role="baseline", seed=seed, run_bpb=3.0, val_bpb=3.0,
                                  status="run", era=1, description="baseline", agent="baseline", worker=worker, **SETUP))
     assert analysis.setup(analysis.load(path))["workers"] == "2 (h/1: 2 runs, h/2: 1 run)"
+
+
+def x_axis_labels(chart) -> list[str]:
+    """The tick labels of the chart's x axis as drawn (vl-convert's SVG, as in the report)."""
+    import html as html_module
+    import re as re_module
+    import vl_convert
+    svg = vl_convert.vegalite_to_svg(chart.to_json())
+    axis = re_module.search(r'aria-label="X-axis.*?</g></g></g>', svg, re_module.S).group(0)
+    labels = re_module.search(r'role-axis-label.*?</g>', axis, re_module.S).group(0)
+    return [html_module.unescape(t) for t in re_module.findall(r"<text[^>]*>([^<]*)</text>", labels)]
+
+
+def test_whole_number_axes_label_each_number_once(tmp_path):
+    """Lines changed of -1, 0 and +1 and a couple of verdicts: each axis labels a whole number once
+    (a format alone drew -1, -1, 0, 1, 1)."""
+    path = tmp_path / "results.tsv"
+    for commit, value, status, added, removed in (("aaaaaaa", 1.5, "keep", 0, 0), ("bbbbbbb", 1.45, "keep", 1, 0),
+                                                  ("ccccccc", 1.52, "discard", 0, 1)):
+        ledger.append(path, dict(commit=commit, val_bpb=value, status=status, description=commit,
+                                 lines_added=added, lines_removed=removed))
+    df = analysis.load(path)
+    for chart in (analysis.complexity_chart(df), analysis.status_chart(df), analysis.progress_chart(df)):
+        labels = x_axis_labels(chart)
+        assert labels and len(labels) == len(set(labels)), labels
+    assert x_axis_labels(analysis.complexity_chart(df)) == ["−2", "−1", "0", "1", "2"]

@@ -34,6 +34,7 @@ def test_a_fresh_run_has_no_loop_and_an_empty_live_view(run):
     info = background.live(repo, tag)
     assert info["running"] is False and info["current"] is None and info["best"] is None
     assert info["current_points"] == [] and info["best_points"] == [] and info["rows"].height == 0
+    assert (info["experiments"], info["kept"], info["best_measure"]) == (0, 0, None)
     assert info["device"] == ""
     spec = background.curves_chart(info).to_dict()  # zero points still make a chart
     assert spec["mark"]["type"] == "line"
@@ -70,6 +71,8 @@ def test_background_loop_is_detached_watched_and_stopped_cleanly(run, tmp_path):
     assert info["best"]["description"] == "baseline" and info["best"]["number"] == 1
     assert info["best_points"] and info["best_points"][0]["loss"] == 8.0
     assert info["rows"]["status"].to_list() == ["run", "run", "keep"]  # the baseline, at three seeds
+    assert (info["experiments"], info["kept"]) == (1, 1)  # experiments, not runs
+    assert (info["best_measure"].runs, info["best_measure"].era) == (3, 1)
     assert info["current"]["run"] == dict(role="candidate", seed=42, commit=info["current"]["commit"])
     assert info["noise"].sigma == 0.0 and info["best_val_bpb"] == pytest.approx(float(info["rows"]["val_bpb"][2]))
     assert info["device"].startswith("cpu") and info["time_budget"] == "4"

@@ -385,3 +385,18 @@ def test_in_chromium_runs_from_two_participants_are_compared_by_their_gain_over_
         assert [("bob" in r) for r in board[:2]] == [True, False], board
         assert "−0.1000 bpb" in board[0] and "−0.0795 bpb" in board[1], board
         assert page.get_by_text("Results are local to the machine", exact=False).count()
+
+
+def test_the_live_view_says_what_the_best_s_value_is_the_mean_of():
+    """After a drift of the machine's speed the best's value is the mean of its runs since (what the next
+    candidate is compared with), not the value it was kept at: the caption says so, and a long
+    description is cut at a word."""
+    from autoresearch.measurements import Best
+    nb = load_notebook("launch")
+    best = dict(number=2, description="HEAD_DIM 64 -> 128 and a much longer description than fits", val_bpb="3.238086")
+    after_drift = nb.best_caption(best, Best(commit="647d095", mean=3.449471, runs=1, era=2, seeds=(7,)))
+    assert after_drift.startswith("#2 HEAD_DIM 64 -> 128") and " …;" in after_drift
+    assert "mean of 1 run since the machine's speed changed (kept at 3.2381)" in after_drift
+    assert nb.best_caption(best, Best(commit="647d095", mean=3.238, runs=3, era=1, seeds=(1, 2, 3))).endswith(
+        "; mean of 3 runs")
+    assert nb.best_caption(None, None) is None
