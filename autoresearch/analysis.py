@@ -480,6 +480,18 @@ LOCAL_RESULTS = ("Results are local to the machine: a run's val_bpb depends on i
                  "same setup.")
 
 
+def setup_differences(frames: dict[str, pl.DataFrame]) -> str | None:
+    """A sentence naming what differs in where the runs were measured (device, profile, training
+    budget, data), or None when they agree: their val_bpb is then not comparable, their gains are."""
+    differ = []
+    for key in ("device", "profile", "time_budget", "data"):
+        values = {label: setup(df)[key] for label, df in frames.items()}
+        if len(set(values.values())) > 1:
+            differ.append(f"{SETUP_LABELS[key]} ({', '.join(f'{label}: {v}' for label, v in values.items())})")
+    return ("These runs were not measured alike: they differ in " + "; ".join(differ)
+            + ". Compare their gains over their own baselines, not their val_bpb.") if differ else None
+
+
 def labelled(paths) -> dict[str, Path]:
     """results.tsv files by a label each: the name of the folder holding it (a run's tag, a participant's
     folder), or the file's own name when it is not called results.tsv; a label taken gets (2), (3), ..."""

@@ -25,7 +25,7 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin:
 h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; }
 table { border-collapse: collapse; margin: .5em 0; } td, th { padding: .25em .7em; border-bottom: 1px solid #eee;
 text-align: left; vertical-align: top; } th { background: #f6f6f6; } td.num { text-align: right;
-font-variant-numeric: tabular-nums; } .muted { color: #777; } .chart { margin: 1em 0; min-height: 120px; }
+font-variant-numeric: tabular-nums; } .muted { color: #777; } .warn { border-left: 4px solid #d9a400; padding: .3em .8em; background: #fff8e1; } .chart { margin: 1em 0; min-height: 120px; }
 """
 
 RENDER = """
@@ -217,6 +217,7 @@ def render_comparison(frames: dict[str, pl.DataFrame], title: str = "autoresearc
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="muted">{len(frames)} runs &middot; generated {html.escape(time.strftime("%Y-%m-%d %H:%M"))}</p>',
         f"<p>{html.escape(analysis.LOCAL_RESULTS)}</p>",
+        *([f'<p class="warn">{html.escape(differ)}</p>'] if (differ := analysis.setup_differences(frames)) else []),
         "<h2>Leaderboard</h2>", table(analysis.comparison(frames), "no runs"),
         "<h2>Each run against its own baseline</h2>",
         chart_block("comparison", analysis.comparison_chart(frames), svg),

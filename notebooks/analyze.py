@@ -268,6 +268,8 @@ def _(compare_more, compare_pick):
     _frames = {label: analysis.load(path) for label, path in _sources.items()}
     _warn = [mo.callout(mo.md("Nothing found at " + ", ".join(f"`{m}`" for m in _missing)), kind="warn")] \
         if _missing else []
+    _differ = analysis.setup_differences(_frames)
+    _warn += [mo.callout(_differ, kind="warn")] if _differ else []
     mo.vstack(_warn + ([
         mo.md(f"### Leaderboard\n\n{analysis.LOCAL_RESULTS}"),
         mo.ui.table(analysis.comparison(_frames), selection=None, show_column_summaries=False),

@@ -24,6 +24,7 @@ __generated_with = "0.25.2"
 app = marimo.App(width="medium", app_title="autoresearch: launch and watch")
 
 with app.setup:
+    import html
     import os
     import re
     import shlex
@@ -297,7 +298,8 @@ def live_view(get_changed, refresh, tag):
             mo.md("### Experiments (newest first)"),
             mo.ui.table(feed(_rows), selection=None, page_size=10, show_column_summaries=False)
             if _rows.height else mo.md("_No experiment recorded yet._"),
-            mo.accordion({"loop output (`.lab/loop.log`)": mo.plain_text(info["loop_log"] or "(nothing yet)")}),
+            mo.accordion({"loop output (`.lab/loop.log`)": mo.Html(  # wrapped: no line cut at the edge
+                f'<pre style="white-space: pre-wrap">{html.escape(info["loop_log"] or "(nothing yet)")}</pre>')}),
         ])
     _view
     return

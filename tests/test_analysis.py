@@ -283,3 +283,15 @@ def test_whole_number_axes_label_each_number_once(tmp_path):
         labels = x_axis_labels(chart)
         assert labels and len(labels) == len(set(labels)), labels
     assert x_axis_labels(analysis.complexity_chart(df)) == ["−2", "−1", "0", "1", "2"]
+
+
+def test_runs_measured_differently_are_said_to_differ_in_what_and_runs_alike_are_not(tmp_path):
+    alike = {"a": analysis.load(write_runs(tmp_path / "a.tsv")), "b": analysis.load(write_runs(tmp_path / "b.tsv"))}
+    assert analysis.setup_differences(alike) is None
+    slower = tmp_path / "c.tsv"
+    slower.write_text((tmp_path / "a.tsv").read_text().replace("\t10\t", "\t20\t"))
+    frames = {**alike, "c": analysis.load(slower)}
+    assert analysis.setup(frames["c"])["time_budget"] == "20 s"
+    said = analysis.setup_differences(frames)
+    assert "training budget per run (a: 10 s, b: 10 s, c: 20 s)" in said and "not their val_bpb" in said
+    assert "device" not in said
