@@ -14,6 +14,7 @@ from .workspace import LabError
 
 DEMO_BUDGET = 20     # seconds per run in the demo: a baseline at 3 seeds and a dozen experiments in ~10 min
 DEMO_MINUTES = 8.5   # the demo starts no experiment after this
+DEMO_PREFIX = "demo-"  # a demo run's tag: demo-<date>-<time>
 
 
 def find_run(root: Path, tag: str | None) -> Path:
@@ -221,7 +222,7 @@ def cmd_demo(args) -> int:
     cache = demo_cache(root)
     if cache is None:
         return 1
-    tag = time.strftime("demo-%Y%m%d-%H%M%S")
+    tag = DEMO_PREFIX + time.strftime("%Y%m%d-%H%M%S")
     workdir = init_run(root, tag, cache=cache)
     lab = Scheduler(workdir)
     print(f"demo run {tag}: the baseline at {lab.policy.baseline_runs} seeds, then up to {args.experiments} "

@@ -38,6 +38,7 @@ with app.setup:
     import polars as pl
 
     from autoresearch import analysis, ledger, logs, workspace
+    from autoresearch.cli import DEMO_PREFIX
     from autoresearch.workspace import LabError
 
 
@@ -253,7 +254,8 @@ def compared_files(picked: list[str], more: str) -> tuple[dict, list[str]]:
 @app.cell(hide_code=True)
 def _():
     _runs = find_results(ROOT)
-    compare_pick = mo.ui.multiselect(options=_runs, value=list(_runs)[-4:], label="runs here")
+    _yours = [t for t in _runs if not t.startswith(DEMO_PREFIX)]  # a demo's budget is not the class's
+    compare_pick = mo.ui.multiselect(options=_runs, value=_yours[-4:], label="runs here")
     compare_more = mo.ui.text_area(placeholder="more results.tsv files, or folders holding them (a shared folder of "
                                                "participants' runs), one per line", full_width=True, rows=3)
     mo.vstack([mo.md("## Compare runs\n\nSeveral runs side by side: tags here, or results.tsv files from other "
