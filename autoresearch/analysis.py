@@ -483,11 +483,11 @@ LOCAL_RESULTS = ("Results are local to the machine: a run's val_bpb depends on i
 def setup_differences(frames: dict[str, pl.DataFrame]) -> str | None:
     """A sentence naming what differs in where the runs were measured (device, profile, training
     budget, data), or None when they agree: their val_bpb is then not comparable, their gains are."""
+    where = {label: setup(df) for label, df in frames.items()}
     differ = []
     for key in ("device", "profile", "time_budget", "data"):
-        values = {label: setup(df)[key] for label, df in frames.items()}
-        if len(set(values.values())) > 1:
-            differ.append(f"{SETUP_LABELS[key]} ({', '.join(f'{label}: {v}' for label, v in values.items())})")
+        if len({w[key] for w in where.values()}) > 1:
+            differ.append(f"{SETUP_LABELS[key]} ({', '.join(f'{label}: {w[key]}' for label, w in where.items())})")
     return ("These runs were not measured alike: they differ in " + "; ".join(differ)
             + ". Compare their gains over their own baselines, not their val_bpb.") if differ else None
 

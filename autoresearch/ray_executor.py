@@ -111,17 +111,15 @@ class Worker:
         self.executor.close()
 
 
-UV_RUNTIME_ENV = "RAY_ENABLE_UV_RUN_RUNTIME_ENV"  # Ray's switch for what it does under `uv run` (see below)
-
-
 def import_ray():
     """Ray, without its `uv run` integration: under `uv run` (the README's commands) Ray would copy the
     working directory, venv and runs included (gigabytes), into every session and start each worker
-    through `uv run`. The workers need neither: they see the repository and the venv at the same paths."""
-    os.environ[UV_RUNTIME_ENV] = "0"  # read when Ray is first imported
+    through `uv run`. The workers need neither: they see the repository and the venv at the same paths.
+    Ray reads its switch (RAY_ENABLE_UV_RUN_RUNTIME_ENV) from the environment once, at its first import,
+    and its constant at each ray.init: the constant is set, whoever imported Ray first."""
     import ray
     from ray._private import ray_constants
-    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False  # imported before (by a test, a notebook): the same
+    ray_constants.RAY_ENABLE_UV_RUN_RUNTIME_ENV = False
     return ray
 
 

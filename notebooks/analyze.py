@@ -240,10 +240,8 @@ def compared_files(picked: list[str], more: str) -> tuple[dict, list[str]]:
     line of `more`: a results.tsv, or a folder searched for them (a shared folder of participants'
     runs). Returns them and the lines that named nothing."""
     paths, missing = [Path(p) for p in picked], []
-    for line in (ln.strip() for ln in more.splitlines()):
-        path = Path(line).expanduser() if line else None
-        if path is None:
-            continue
+    for line in filter(None, (ln.strip() for ln in more.splitlines())):
+        path = Path(line).expanduser()
         found = [path] if path.is_file() else sorted(path.glob("**/results.tsv")) if path.is_dir() else []
         paths += found
         if not found:

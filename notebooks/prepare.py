@@ -123,12 +123,11 @@ def do_prepare(cache_box, eval_tokens, force, max_chars, path_box, profile, run_
                     eval_tokens=int(eval_tokens.value) or None, force=bool(force.value))
     _call = "prepare(" + ", ".join(f"{k}={v!r}" for k, v in _options.items() if v not in (None, False)) + ")"
     _error, _console = prepare_with_progress(_call, **_options)
-    _code = 0 if _error is None else _error
     set_generation(lambda n: n + 1)
     _log = console_text(_console)
     mo.vstack([
-        mo.callout(mo.md(f"`{_call}` " + ("finished" if _code == 0 else f"failed: {_code}")),
-                   kind="success" if _code == 0 else "danger"),
+        mo.callout(mo.md(f"`{_call}` " + ("finished" if _error is None else f"failed: {_error}")),
+                   kind="success" if _error is None else "danger"),
         mo.plain_text(_log),
     ])
     return
