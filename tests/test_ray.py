@@ -15,6 +15,7 @@ from autoresearch.workspace import LabError
 from lab_helpers import check_invariants, cli, git, make_repo, start_cli, variant, verdicts, write_replay, wait_for
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.xdist_group("ray")  # one local Ray at a time: the tests look at its sessions
 
 TWO = ("--workers", "2", "--baseline-runs", "2")
 BASE = variant(SLEEP=2.0)
