@@ -11,7 +11,8 @@ The mix is made from train.py itself, on the tiny profile with a short budget:
 Each episode is a fresh pair of branches from the base, with the good proposal at another place
 among four nulls and four bads. Per policy it prints the nulls, goods and
 bads kept, the runs per proposal, the wall time, what early abort saved of the time spent on bad
-proposals and the goods it pruned, and each final best re-measured at fresh seeds.
+proposals (each pruned run against that proposal's first runs that were not pruned: a deep model's
+run costs far more than the median run) and the goods it pruned, and each final best re-measured at fresh seeds.
 
     uv run benchmarks/judging.py [--budget 10] [--episodes 3] [--check-seeds 5] [--final-seeds 2] [--busy 1]
 
@@ -193,21 +194,35 @@ def episode(repo: Path, number: int, goods, tally: dict, load: Load):
                 load.toggle()
     load.stop()
     for name, lab, agent, seconds, wall in labs:
-        add(tally.setdefault(name, dict(kinds={"null": [], "good": [], "bad": []}, wall=0.0, full=[], best=[])),
+        add(tally.setdefault(name, dict(kinds={"null": [], "good": [], "bad": []}, wall=0.0, best=[])),
             lab, agent, seconds, wall[0])
 
 
 def add(t: dict, lab: Scheduler, agent: MixAgent, seconds: dict, wall: float):
+    """Each proposal's verdict and the seconds its runs took; control runs of the best are the lab's,
+    not the proposal's, and are left out."""
     rows = lab.rows()
     ended = [r for r in measurements.verdicts(rows) if r["agent"] == agent.name]
     t["wall"] += wall
     for kind, row in zip(agent.kinds, ended):
         n = int(row["experiment"])
-        spent = {k: v for k, v in seconds.items() if k[0] == n}
+        spent = {k: v for k, v in seconds.items() if k[0] == n and k[2] != "control"}
         t["kinds"][kind].append(dict(status=row["status"], runs=len(spent), seconds=sum(spent.values()),
+                                     candidate=sum(v for k, v in spent.items() if k[2] == "candidate"),
                                      what=row["description"].split(": ", 1)[-1].split(" -> ")[-1]))
-        t["full"] += [v for k, v in spent.items() if row["status"] != "pruned" or k[2] != "candidate"]
     t["best"].append((lab.workdir, lab.state["best_commit"]))
+
+
+def unpruned_seconds(tally: dict) -> dict[str, float]:
+    """What a proposal's first run takes when nothing stops it: the median over its runs that were not
+    pruned, in either policy (the original rule never prunes, so every bad has some)."""
+    seen = {}
+    for t in tally.values():
+        for items in t["kinds"].values():
+            for i in items:
+                if i["status"] != "pruned":
+                    seen.setdefault(i["what"], []).append(i["candidate"])
+    return {what: statistics.median(v) for what, v in seen.items()}
 
 
 def report(tally: dict, sigma: float, cache: Path, tmp: Path, final_seeds: int, base: str):
@@ -217,6 +232,7 @@ def report(tally: dict, sigma: float, cache: Path, tmp: Path, final_seeds: int, 
     print("| policy | nulls kept | goods kept | bads kept | runs per proposal | wall s | early abort saved on bads "
           "| goods pruned | final bests at fresh seeds |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    full = unpruned_seconds(tally)
     for name, t in tally.items():
         k = t["kinds"]
 
@@ -224,10 +240,9 @@ def report(tally: dict, sigma: float, cache: Path, tmp: Path, final_seeds: int, 
             return f"{sum(i['status'] == 'keep' for i in k[kind])}/{len(k[kind])}"
         proposals = sum(len(v) for v in k.values())
         runs = sum(i["runs"] for v in k.values() for i in v)
-        full = statistics.median(t["full"]) if t["full"] else 0.0
         pruned = [i for i in k["bad"] if i["status"] == "pruned"]
         spent = sum(i["seconds"] for i in k["bad"])
-        saved = sum(max(0.0, full * i["runs"] - i["seconds"]) for i in pruned)
+        saved = sum(max(0.0, full.get(i["what"], 0.0) - i["candidate"]) for i in pruned)
         share = saved / (spent + saved) if spent + saved else 0.0
         finals = []
         for workdir, commit in t["best"]:
@@ -243,7 +258,8 @@ def report(tally: dict, sigma: float, cache: Path, tmp: Path, final_seeds: int, 
             per.setdefault(item["what"], []).append(item)
         print(f"{name}, each bad: " + "; ".join(
             f"{what}: {sum(i['status'] == 'pruned' for i in items)}/{len(items)} pruned, "
-            f"{sum(i['runs'] for i in items)} runs, {sum(i['seconds'] for i in items):.0f} s"
+            f"{sum(i['runs'] for i in items)} runs, {sum(i['seconds'] for i in items):.0f} s "
+            f"(a first run not pruned: {full.get(what, float('nan')):.0f} s)"
             for what, items in per.items()))
 
 
