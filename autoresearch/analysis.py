@@ -131,6 +131,14 @@ def _status_scale(df: pl.DataFrame) -> alt.Scale:
     return alt.Scale(domain=domain or [ledger.KEEP], range=[colors[s] for s in domain] or [STATUS_COLORS[ledger.KEEP]])
 
 
+LONG_TEXT = ("description", "reason")  # the columns a notebook's table wraps instead of cutting
+
+
+def wrapped(frame: pl.DataFrame) -> list[str]:
+    """The long-text columns of a frame, for a table's wrapped_columns: read whole, not cut at its edge."""
+    return [c for c in LONG_TEXT if c in frame.columns]
+
+
 PICK = "pick"  # the charts' point selection: a click on an experiment picks it (the notebook shows it)
 
 

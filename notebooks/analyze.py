@@ -77,7 +77,7 @@ def detail_view(df: pl.DataFrame, number, results_path) -> mo.Html:
             + (f" on `{detail['parent']}`" if detail["parent"] else "")
             + (f"  \n{detail['reason']}" if detail["reason"] else ""))
     parts = [mo.md(head),
-             mo.ui.table(runs.drop("row"), selection=None, show_column_summaries=False,
+             mo.ui.table(runs.drop("row"), selection=None, show_column_summaries=False, wrapped_columns=analysis.wrapped(runs),
                          format_mapping={"run_bpb": "{:.6f}".format}) if runs.height else mo.md("_No run: it never ran._")]
     if diff is not None:
         parts.append(mo.accordion({"diff of train.py against the best it was tried on": mo.plain_text(diff or "(no change)")}))
@@ -212,16 +212,18 @@ def _(df):
 
 @app.cell
 def _(df):
+    _hits = analysis.top_hits(df)
     mo.vstack([mo.md("### Top hits: the keeps that lowered the best most"),
-               mo.ui.table(analysis.top_hits(df), selection=None,
+               mo.ui.table(_hits, selection=None, wrapped_columns=analysis.wrapped(_hits),
                            format_mapping={"val_bpb": "{:.6f}".format, "change": analysis.change})])
     return
 
 
 @app.cell
 def _(df):
+    _failed = analysis.crashes(df)
     mo.vstack([mo.md("### Crashes, timeouts, early aborts and rejections"),
-               mo.ui.table(analysis.crashes(df), selection=None)])
+               mo.ui.table(_failed, selection=None, wrapped_columns=analysis.wrapped(_failed))])
     return
 
 

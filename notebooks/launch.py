@@ -42,7 +42,7 @@ with app.setup:
 
     import polars as pl
 
-    from autoresearch import background, harness
+    from autoresearch import analysis, background, harness
     from autoresearch.judge import Policy
     from autoresearch.scheduler import init_run
     from autoresearch.workspace import LabError
@@ -263,6 +263,7 @@ def live_view(get_changed, refresh, tag):
         _view = mo.callout(mo.md(f"No run tagged `{_tag}` yet. Press **init run** to create it."), kind="neutral")
     if info is not None:
         _rows, _cur = info["rows"], info["current"]
+        _feed = feed(_rows)
         _best = info["best"]
         _loop = f"running, pid {info['pid']}" if info["running"] else "not running"
         _stats = mo.hstack([
@@ -296,7 +297,8 @@ def live_view(get_changed, refresh, tag):
                 selection=None, show_column_summaries=False)]) if _workers else mo.md(""),
             background.curves_chart(info),
             mo.md("### Experiments (newest first)"),
-            mo.ui.table(feed(_rows), selection=None, page_size=10, show_column_summaries=False)
+            mo.ui.table(_feed, selection=None, page_size=10, show_column_summaries=False,
+                        wrapped_columns=analysis.wrapped(_feed))
             if _rows.height else mo.md("_No experiment recorded yet._"),
             mo.accordion({"loop output (`.lab/loop.log`)": mo.Html(  # wrapped: no line cut at the edge
                 f'<pre style="white-space: pre-wrap">{html.escape(info["loop_log"] or "(nothing yet)")}</pre>')}),

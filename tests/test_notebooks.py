@@ -320,8 +320,12 @@ needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no ch
 @needs_chromium
 def test_clicking_a_point_in_chromium_shows_that_experiment_and_its_diff(tiny_cache, tmp_path):
     """The analyze notebook in headless Chromium: a click on experiment 2 in the progress chart shows
-    it, and its diff opens under it."""
+    it, and its diff opens under it. An early abort's long reason is read whole in its table."""
     results = run_with_a_change(tmp_path, tiny_cache)
+    reason = ("pruned at 30% of the budget: training loss 7.412 against the best's 6.903 (+0.509, more than "
+              "0.041); the candidate's curve stayed above the best's at every checkpoint after that one")
+    ledger.append(results, dict(experiment=3, commit="abcdef0", parent="none", role="candidate", seed=42,
+                                status="pruned", description="a learning rate far too high", runs=1, reason=reason))
     with served_notebook("analyze", tmp_path, AUTORESEARCH_ROOT=str(results.parents[2]),
                          AUTORESEARCH_CACHE=str(tiny_cache)) as page:
         page.wait_for_selector("text=Click a point", timeout=60_000)
@@ -329,6 +333,11 @@ def test_clicking_a_point_in_chromium_shows_that_experiment_and_its_diff(tiny_ca
         page.wait_for_selector("text=#2: a stronger unigram", timeout=30_000)
         page.get_by_text("diff of train.py against the best it was tried on").click()
         page.locator("pre:visible", has_text="+WEIGHT = 0.9").first.wait_for(timeout=30_000)
+        cell = page.locator("td", has_text="every checkpoint after that one").first
+        cell.wait_for(timeout=30_000)
+        cut = cell.evaluate("e => [e, ...e.querySelectorAll('*')].filter(x => getComputedStyle(x).overflow "
+                            "=== 'hidden' && x.scrollWidth > x.clientWidth + 1).length")
+        assert not cut, "the reason is cut off in its table cell"
 
 
 @needs_chromium
