@@ -81,6 +81,18 @@ def readable(error: Exception) -> mo.Html:
 
 
 @app.function
+def outcome(action, set_changed, errors=(LabError,)) -> mo.Html:
+    """What a button did: action()'s message, or the error it raised as a person reads it; the run list
+    reloads either way."""
+    try:
+        message = action()
+    except errors as e:
+        message = readable(e)
+    set_changed(lambda n: n + 1)
+    return message
+
+
+@app.function
 def best_caption(best: dict | None, measure) -> str | None:
     """Which experiment the best is and what its value is the mean of: after a drift of the machine's
     speed, only its runs since (what the next candidate is compared with), not the value it was kept at."""
@@ -199,49 +211,42 @@ def _():
 @app.cell
 def do_init(cache_pick, init_button, set_changed, tag):
     mo.stop(not init_button.value)
-    try:
-        _cache = cache_pick.value or None
-        _workdir = init_run(ROOT, tag.value.strip(), cache=_cache)
-        _manifest = harness.read_manifest(_cache)
-        _msg = mo.callout(mo.md(f"Created run `{tag.value.strip()}` in `{_workdir}` (profile "
+
+    def _init():
+        _workdir = init_run(ROOT, tag.value.strip(), cache=cache_pick.value or None)
+        _manifest = harness.read_manifest(cache_pick.value or None)
+        return mo.callout(mo.md(f"Created run `{tag.value.strip()}` in `{_workdir}` (profile "
                                 f"{_manifest['profile']}, {_manifest['constants']['TIME_BUDGET']} s per experiment). "
                                 f"Press **start loop**."), kind="success")
-    except LabError as _e:
-        _msg = readable(_e)
-    set_changed(lambda n: n + 1)
-    _msg
+    outcome(_init, set_changed)
     return
 
 
 @app.cell
 def do_start(agent, extra, max_experiments, max_hours, replay_file, set_changed, start_button, tag):
     mo.stop(not start_button.value)
-    try:
+
+    def _start():
         _pid = background.start_loop(
             ROOT, tag.value.strip(), agent=agent_argument(agent.value, replay_file.value),
             max_experiments=int(max_experiments.value) or None, max_hours=float(max_hours.value) or None,
             extra_args=shlex.split(extra.value))
-        _msg = mo.callout(mo.md(f"Loop started (pid {_pid}); its output: "
+        return mo.callout(mo.md(f"Loop started (pid {_pid}); its output: "
                                 f"`{background.log_file(ROOT, tag.value.strip())}`."), kind="success")
-    except (LabError, ValueError) as _e:
-        _msg = readable(_e)
-    set_changed(lambda n: n + 1)
-    _msg
+    outcome(_start, set_changed, (LabError, ValueError))
     return
 
 
 @app.cell
 def do_stop(set_changed, stop_button, tag):
     mo.stop(not stop_button.value)
-    try:
+
+    def _stop():
         with mo.status.spinner(title="stopping the loop (it stops train.py and records where it was) ..."):
             _stopped = background.stop_loop(ROOT, tag.value.strip(), timeout=30)
-        _msg = mo.callout("Loop stopped." if _stopped else "No loop was running on this run.",
+        return mo.callout("Loop stopped." if _stopped else "No loop was running on this run.",
                           kind="success" if _stopped else "neutral")
-    except LabError as _e:
-        _msg = readable(_e)
-    set_changed(lambda n: n + 1)
-    _msg
+    outcome(_stop, set_changed)
     return
 
 
