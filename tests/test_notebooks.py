@@ -314,6 +314,21 @@ def served_notebook(name, cwd, **env):
         server.wait(timeout=30)
 
 
+def click_until_shown(target, shown, seconds=90):
+    """Clicks target until shown is visible, as a person clicks again when a page still loading missed
+    the first click (a chart drawn before its selection listens); fails when it never shows."""
+    from playwright.sync_api import Error
+    deadline = time.time() + seconds
+    while True:
+        target.click(timeout=30_000)
+        try:
+            shown.first.wait_for(timeout=5_000)
+            return
+        except Error:
+            if time.time() > deadline:
+                raise
+
+
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"no chromium at {CHROMIUM}")
 
 
@@ -329,8 +344,8 @@ def test_clicking_a_point_in_chromium_shows_that_experiment_and_its_diff(tiny_ca
     with served_notebook("analyze", tmp_path, AUTORESEARCH_ROOT=str(results.parents[2]),
                          AUTORESEARCH_CACHE=str(tiny_cache)) as page:
         page.wait_for_selector("text=Click a point", timeout=60_000)
-        page.locator('path[aria-label*="experiment: 2;"]').first.click(timeout=30_000)
-        page.wait_for_selector("text=#2: a stronger unigram", timeout=30_000)
+        click_until_shown(page.locator('path[aria-label*="experiment: 2;"]').first,
+                          page.get_by_text("#2: a stronger unigram"))
         page.get_by_text("diff of train.py against the best it was tried on").click()
         page.locator("pre:visible", has_text="+WEIGHT = 0.9").first.wait_for(timeout=30_000)
         cell = page.locator("td", has_text="every checkpoint after that one").first

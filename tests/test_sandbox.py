@@ -75,10 +75,16 @@ def validation():
         raise PermissionError("the validation split reads as zeros")
 
 def daemon():
+    run = os.getpid()
     if os.fork() == 0:
         os.setsid()
-        if os.fork() == 0:
-            time.sleep(DAEMON_SLEEP)
+        if os.fork() == 0:  # it waits for the run to end, then writes: only a daemon that outlived it can
+            while time.sleep(0.05) is None:
+                try:
+                    os.kill(run, 0)
+                except ProcessLookupError:
+                    break
+            time.sleep(0.5)
             open(os.path.join(os.environ["TORCHINDUCTOR_CACHE_DIR"], "daemon-alive"), "w").write("x")
         os._exit(0)
     os.wait()
@@ -131,9 +137,9 @@ def server():
     httpd.shutdown()
 
 
-def hostile(port: int, daemon_sleep: float) -> str:
+def hostile(port: int) -> str:
     head, tail = FAKE_TRAIN.split("tok = Tokenizer.from_directory()", 1)
-    constants = f"PORT = {port}\nDAEMON_SLEEP = {daemon_sleep}\nHOME_FILE = {str(HOME_FILE)!r}\n"
+    constants = f"PORT = {port}\nHOME_FILE = {str(HOME_FILE)!r}\n"
     return head + constants + ATTACKS + "tok = Tokenizer.from_directory()" + tail
 
 
@@ -143,7 +149,7 @@ def test_every_attack_from_inside_the_run_fails_and_the_next_run_scores_as_befor
     HOME_FILE.write_text(SECRET)
     compile_cache = tmp_path / "compile"
     replay = write_replay(tmp_path / "r.jsonl", [
-        {"description": "hostile", "train_py": hostile(server, daemon_sleep=3.0)},
+        {"description": "hostile", "train_py": hostile(server)},
         {"description": "honest again", "train_py": variant(WEIGHT=0.6)},
     ])
     assert cli(repo, use_cache, "init", "--tag", "s").returncode == 0
