@@ -75,9 +75,8 @@ def cmd_run(args) -> int:
         raise LabError(str(e)) from None
     lab = Scheduler(workdir, policy_from(args), allowance=args.allowance, workers=args.workers,
                     ray_address=args.ray_address)
-    workers = f" | {lab.executor.slots} workers on Ray" if lab.executor.slots > 1 else ""
     print(f"run {lab.state['tag']} in {workdir} | agent {agent.name} | profile {lab.manifest['profile']} | "
-          f"budget {lab.budget}s per run{workers} | {describe_policy(lab.policy)} | Ctrl-C stops cleanly")
+          f"budget {lab.budget}s per run | {describe_policy(lab.policy)} | Ctrl-C stops cleanly")
     lab.run(agent, max_experiments=args.max_experiments, max_hours=args.max_hours, max_cost=args.max_cost)
     print_status(workdir)
     return 0

@@ -99,8 +99,11 @@ class Scheduler:
         self.manifest = harness.read_manifest(self.state["cache"])
         self.budget = self.manifest["constants"]["TIME_BUDGET"]
         self.protected = guard.protection(self.workdir, self.state)  # from git; the state must agree
-        self.executor = executor or make_executor(self.workdir, self.state, self.protected, allowance, workers,
-                                                  ray_address)
+        # made under the run's lock (session): making one rewrites the run's .lab/harness and handoff, which
+        # a second command on a running loop's run must not touch before it is refused
+        self.executor = executor
+        self.make_executor = lambda: make_executor(self.workdir, self.state, self.protected, allowance, workers,
+                                                   ray_address)
         self.display = display or Display(budget=self.budget)
         self.recorder = Recorder(self.results, self.manifest, self.policy, self.display)
         self.stopping = self.asking = self.baseline_judged = False
@@ -116,6 +119,10 @@ class Scheduler:
 
     def rows(self):
         return ledger.read_rows(self.results)
+
+    @property
+    def slots(self) -> int:
+        return getattr(self.executor, "slots", 1)
 
     @property
     def in_flight(self) -> list[dict]:
@@ -453,6 +460,13 @@ class Scheduler:
         lock = state.RunLock(self.workdir)
         if not lock.acquire(wait=1.0):
             raise LabError(f"a loop is already running on {self.workdir} (pid {state.is_running(self.workdir)})")
+        try:
+            self.executor = self.executor or self.make_executor()
+            if self.slots > 1:
+                self.display.say(f"   {self.slots} workers on Ray")
+        except BaseException:
+            lock.release()
+            raise
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
 
         def stop(signum, frame):
@@ -501,9 +515,9 @@ class Scheduler:
             max_cost: float | None = None) -> int:
         """Run experiments until the agent is done, a limit is reached or a signal arrives, with up to
         `executor.slots` runs in flight. Returns the number of experiments ended (a verdict recorded)."""
-        slots = getattr(self.executor, "slots", 1)
-        with self.session(), ThreadPoolExecutor(slots, thread_name_prefix="run") as pool:
-            start, ended, done = time.time(), 0, agent is None
+        # the executor is made as the session takes the run's lock: the pool is sized after it
+        with self.session(), ThreadPoolExecutor(self.slots, thread_name_prefix="run") as pool:
+            start, ended, done, slots = time.time(), 0, agent is None, self.slots
             running: dict[Future, tuple[dict, Job, Measure]] = {}
             for exp in self.in_flight:  # resumed
                 self.announce(exp, " (resumed)")

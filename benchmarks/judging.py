@@ -153,6 +153,7 @@ class Load:
 
 def timed_runs(lab: Scheduler, seconds: dict):
     """Record each run's wall seconds by (experiment, seed, role)."""
+    lab.executor = lab.executor or lab.make_executor()
     run = lab.executor.run
 
     def wrapper(job, **kwargs):

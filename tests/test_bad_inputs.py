@@ -196,7 +196,7 @@ def test_a_state_file_that_disagrees_with_git_is_refused_in_one_line(repo, use_c
         assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
         assert why in out.stderr and "autoresearch init --tag NEW" in out.stderr, out.stderr
     state.save(workdir, honest)
-    Scheduler(workdir, Policy(), display=Quiet()).executor.close()  # the honest state: accepted
+    Scheduler(workdir, Policy(), display=Quiet()).make_executor().close()  # the honest state: accepted
 
 
 @pytest.mark.skipif(sandbox.mode() != sandbox.BWRAP, reason="needs bubblewrap to make the worktree read-only")

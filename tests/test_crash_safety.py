@@ -115,11 +115,17 @@ def test_signals_stop_cleanly_and_the_experiment_runs_again(run):
 
 
 def test_two_loops_on_one_run_are_refused(run):
+    """A second loop (or `noise`) on a running loop's run is refused before it touches the run's files:
+    the harness copy the running loop's evaluator and device probe run stays as that loop wrote it."""
     repo, workdir, replay, cache = run
     loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO_BASELINE_RUNS)
-    wait_for(lambda: state.is_running(workdir) is not None, what="the loop to start")
-    out = cli(repo, cache, "run", "--agent", f"replay:{replay}")
-    assert out.returncode == 2 and "already running" in out.stderr
+    copy = workdir / ".lab" / "harness"
+    wait_for(lambda: state.is_running(workdir) is not None and child_of(workdir), what="the baseline to train")
+    written = {p: p.stat().st_mtime_ns for p in copy.rglob("*.py")}
+    for command in (("run", "--agent", f"replay:{replay}"), ("noise", "--repeats", "1")):
+        out = cli(repo, cache, *command)
+        assert out.returncode == 2 and "already running" in out.stderr, out.stderr
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("*.py")} == written
     status = cli(repo, cache, "status", "--json")
     assert '"running": true' in status.stdout
     os.killpg(loop.pid, signal.SIGKILL)

@@ -184,8 +184,9 @@ def test_every_experiment_shares_one_compile_cache_that_outlives_tmp(repo, tmp_p
     for log in logs:
         assert f"compile cache: {tmp_path / 'xdg' / 'autoresearch-compile'}" in log.read_text()
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's choice wins
-    lab = Scheduler(lab.workdir, display=Quiet())
-    assert lab.executor.env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    executor = Scheduler(lab.workdir, display=Quiet()).make_executor()
+    assert executor.env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    executor.close()
 
 
 def test_train_py_processes_write_bytecode_where_none_is_cached(tmp_path, monkeypatch):
