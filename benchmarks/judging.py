@@ -152,17 +152,23 @@ class Load:
 
 
 def timed_runs(lab: Scheduler, seconds: dict):
-    """Record each run's wall seconds by (experiment, seed, role)."""
-    lab.executor = lab.executor or lab.make_executor()
-    run = lab.executor.run
+    """Record each run's wall seconds by (experiment, seed, role), on the executor the lab makes under
+    its lock."""
+    make = lab.make_executor
 
-    def wrapper(job, **kwargs):
-        t0 = time.time()
-        try:
-            return run(job, **kwargs)
-        finally:
-            seconds[(job.experiment, job.seed, job.role)] = time.time() - t0
-    lab.executor.run = wrapper
+    def made():
+        executor = make()
+        run = executor.run
+
+        def timed(job, **kwargs):
+            t0 = time.time()
+            try:
+                return run(job, **kwargs)
+            finally:
+                seconds[(job.experiment, job.seed, job.role)] = time.time() - t0
+        executor.run = timed
+        return executor
+    lab.make_executor = made
 
 
 def one_experiment(lab: Scheduler, agent) -> bool:
