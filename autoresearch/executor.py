@@ -58,6 +58,13 @@ class Executor(Protocol):
         """Stop whatever the executor keeps running between jobs."""
 
 
+def require_harness_package(workdir: Path, protected: dict[str, str]):
+    """A run begun with the monolithic prepare.py of before (no harness/) cannot be evaluated here."""
+    if "harness/manifest.py" not in protected:
+        raise LabError(f"{workdir} was begun with a harness older than this lab's evaluator (no harness/ "
+                       f"package): start a new run with `autoresearch init --tag NEW` (its results still read)")
+
+
 class LocalExecutor:
     slots = 1
 
@@ -80,9 +87,7 @@ class LocalExecutor:
         self.notes: list[str] = []
         self.harness_copy = self.workdir / ".lab" / "harness"  # prepare.py and harness/ as committed at init
         self.harness_hashes = {path: sha for path, sha in protected.items() if harness.is_harness(path)}
-        if "harness/manifest.py" not in self.harness_hashes:
-            raise LabError(f"{self.workdir} was begun with a harness older than this lab's evaluator (no harness/ "
-                           f"package): start a new run with `autoresearch init --tag NEW` (its results still read)")
+        require_harness_package(self.workdir, protected)
         harness_at(self.workdir, base, self.harness_hashes, self.harness_copy)
         self.jail, judged = self.make_jails(cache) if self.sandbox == sandbox.BWRAP else (None, None)
         self.evaluator = Evaluator(self.harness_copy, self.harness_hashes,

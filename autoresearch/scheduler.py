@@ -37,7 +37,7 @@ from pathlib import Path
 
 from . import guard, harness, judge, ledger, logs, measurements, proposals, runner, sandbox, state, workspace
 from .agents import AgentUnavailable
-from .executor import Executor, Job, make_executor
+from .executor import Executor, Job, make_executor, require_harness_package
 from .judge import Measure, Policy, Verdict
 from .recorder import Display, Recorder, now, short, tokens_per_s
 from .workspace import LabError
@@ -99,6 +99,7 @@ class Scheduler:
         self.manifest = harness.read_manifest(self.state["cache"])
         self.budget = self.manifest["constants"]["TIME_BUDGET"]
         self.protected = guard.protection(self.workdir, self.state)  # from git; the state must agree
+        require_harness_package(self.workdir, self.protected)  # before the lock: refused at once
         # made under the run's lock (session): making one rewrites the run's .lab/harness and handoff, which
         # a second command on a running loop's run must not touch before it is refused
         self.executor = executor
