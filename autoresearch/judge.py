@@ -318,14 +318,20 @@ def _single(runs, own, exp, policy, era, best_era) -> Measure | Verdict:
 
 # --- drift and early abort ------------------------------------------------------------------------
 
-def _throughput_moved(run: Run, reference: list[Run]) -> bool:
-    speeds = [r.tokens_per_s for r in reference if r.tokens_per_s]
-    if not run.tokens_per_s or not speeds:
+def speed_moved(speed: float | None, speeds: list[float]) -> bool:
+    """Whether tokens/s `speed` is off the median of `speeds` by more than their own spread (three
+    times, on a log scale) and by at least DRIFT_THROUGHPUT: the machine's load changed, or the run's."""
+    speeds = [s for s in speeds if s]
+    if not speed or not speeds:
         return False
-    median = sorted(speeds)[len(speeds) // 2]
+    median = stats.median(speeds)
     logs = [math.log(s) for s in speeds]
     spread = math.sqrt(stats.pooled_variance([logs])[0] or 0.0) if len(logs) > 1 else 0.0
-    return abs(math.log(run.tokens_per_s / median)) > max(math.log1p(DRIFT_THROUGHPUT), 3 * spread)
+    return abs(math.log(speed / median)) > max(math.log1p(DRIFT_THROUGHPUT), 3 * spread)
+
+
+def _throughput_moved(run: Run, reference: list[Run]) -> bool:
+    return speed_moved(run.tokens_per_s, [r.tokens_per_s for r in reference])
 
 
 def drift(run: Run, runs: list[Run], noise: Noise) -> str | None:
@@ -336,8 +342,7 @@ def drift(run: Run, runs: list[Run], noise: Noise) -> str | None:
         return None
     reasons = []
     if _throughput_moved(run, before):
-        speeds = sorted(r.tokens_per_s for r in before if r.tokens_per_s)
-        median = speeds[len(speeds) // 2]
+        median = stats.median(r.tokens_per_s for r in before if r.tokens_per_s)
         reasons.append(f"throughput {run.tokens_per_s:,.0f} tok/s against {median:,.0f} "
                        f"({run.tokens_per_s / median - 1:+.0%})")
     if noise.sigma and noise.df:
@@ -362,7 +367,8 @@ def curve_at(points, fraction: float) -> float | None:
     return None
 
 
-def prune(points, reference: dict[int, list], spread: list[list], seed: int, policy: Policy) -> str | None:
+def prune(points, reference: dict[int, list], spread: list[list], seed: int, policy: Policy,
+          speed: float | None = None, speeds: list[float] = ()) -> str | None:
     """Why a candidate's run should stop now, or None. points: its (progress, loss) so far;
     reference: the best's curves in this era by seed; spread: curves grouped by commit (the best's
     and others measured at several seeds in this era). At each checkpoint the candidate is compared
@@ -370,8 +376,13 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
     best's curves, and the threshold is prune_sigmas times the seed-to-seed spread of the curves
     there (pooled within each commit), at least 1 % of the loss. At the same seed the two curves see the
     same batches, so what moves their difference is timing alone, well inside that spread. Without a
-    spread to go by, never."""
-    if not policy.prune or not reference or not points:
+    spread to go by, never. Nor while the candidate trains slower (tokens/s so far, `speed`) than the
+    best's runs of this era (`speeds`) explain: at the same share of the budget it has then seen fewer
+    tokens, for the machine's load or for its own change, and only its final score can say which. (A
+    faster one that is worse there has seen more tokens and is still worse: it is held to the curves.)"""
+    speeds = list(speeds)
+    slower = speed_moved(speed, speeds) and speed < stats.median(speeds)
+    if not policy.prune or not reference or not points or slower:
         return None
     for fraction in policy.prune_at:
         if points[-1][0] < fraction:

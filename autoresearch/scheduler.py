@@ -35,7 +35,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import guard, harness, judge, ledger, logs, measurements, proposals, runner, sandbox, state, workspace
+from . import guard, harness, judge, ledger, logs, measurements, proposals, runner, sandbox, state, stats, workspace
 from .agents import AgentUnavailable
 from .executor import Executor, Job, make_executor, require_harness_package
 from .judge import Measure, Policy, Verdict
@@ -381,17 +381,21 @@ class Scheduler:
     def watcher(self, exp, job, rows):
         """The progress callback of a run: the live line, and early abort for a candidate's first run."""
         label = f"#{exp['number']} {job.role} s{job.seed}"
-        points, reference, spread = [], {}, []
+        points, speeds, reference, spread, best_speeds = [], [], {}, [], []
         if job.role == "candidate" and self.policy.prune and not self.policy.single:
-            reference, spread = logs.era_curves(self.workdir, rows, exp["parent"],
-                                                judge.current_era(measurements.runs(rows)))
+            runs = measurements.runs(rows)
+            era = judge.current_era(runs)
+            reference, spread = logs.era_curves(self.workdir, rows, exp["parent"], era)
+            best_speeds = [r.tokens_per_s for r in runs if r.commit == exp["parent"][:7] and r.era == era and r.ok]
 
         def on_progress(p):
             self.display.progress(label, p)
             if not reference:
                 return None
             points.append((p["progress"], p["loss"]))
-            return judge.prune(points, reference, spread, job.seed, self.policy)
+            speeds.append(p["tokens_per_s"])
+            return judge.prune(points, reference, spread, job.seed, self.policy,
+                               stats.median(speeds), best_speeds)
         return on_progress
 
     def record(self, exp, job, decision: Measure, result, finished: float) -> bool:

@@ -86,6 +86,11 @@ def mean(values) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def median(values) -> float | None:
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
+
+
 @functools.lru_cache(maxsize=None)
 def sequential_boundary(alpha: float, looks: int) -> float:
     """The constant c of a one-sided sequential test with up to `looks` looks at a standardized mean

@@ -38,10 +38,12 @@ WEIGHT += NOISE * float(np.random.default_rng(int(os.environ.get("AUTORESEARCH_S
 WEIGHT += JITTER * float(np.random.default_rng().standard_normal())
 print("secret visible:", any(k in os.environ for k in ("ANTHROPIC_API_KEY", "MY_SECRET_TOKEN")), flush=True)
 print("compile cache:", os.environ.get("TORCHINDUCTOR_CACHE_DIR"), flush=True)
+# the machine's speed, as a test sets it; else what the summary's tokens and seconds below make
+SPEED = float(open(SPEED_FILE).read()) if SPEED_FILE else 100_000.0
 # LOSSES: one progress line per loss, spread over SLEEP seconds (else one line, then SLEEP)
 for i, loss in enumerate(LOSSES or (8.0,)):
     print(f"step {i:05d} | {100 * i / len(LOSSES or (8.0,)):5.1f}% | loss {loss:.6f} | lr 1.00 | dt 1ms | "
-          f"1,000 tok/s | mfu n/a | epoch 0 | 1s left", flush=True)
+          f"{SPEED:,.0f} tok/s | mfu n/a | epoch 0 | 1s left", flush=True)
     time.sleep(SLEEP / len(LOSSES or (8.0,)))
 if CRASH:
     raise RuntimeError("boom: the model exploded")
@@ -73,8 +75,8 @@ print("total_tokens_M:   0.1")
 print("num_steps:        1")
 print("num_params_M:     0.0")
 print("depth:            0")
-if SPEED_FILE:  # the machine's speed, as a test sets it
-    print("tokens_per_s:    ", open(SPEED_FILE).read().strip())
+if SPEED_FILE:
+    print(f"tokens_per_s:     {SPEED:.0f}")
 '''
 
 

@@ -94,7 +94,7 @@ def test_early_abort_stops_a_diverging_candidate_but_never_a_confirmation_or_the
     for role, stops in (("candidate", True), ("confirm", False), ("control", False), ("baseline", False)):
         job = Job(3, lab.state["best_commit"], 42, role, tmp_path / "x.log")
         watch = lab.watcher(exp, job, rows)
-        reasons = [watch(dict(step=k, progress=k / 10, loss=loss, tokens_per_s=1000.0)) for k, loss in
+        reasons = [watch(dict(step=k, progress=k / 10, loss=loss, tokens_per_s=100_000.0)) for k, loss in
                    enumerate(DIVERGING)]
         assert any(reasons) == stops, role
     assert Scheduler(lab.workdir, Policy(prune=False)).watcher(exp, Job(3, exp["commit"], 42, "candidate", tmp_path),
