@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Protocol
 
-from . import guard, harness, ledger, runner, sandbox, workspace
+from . import guard, harness, ledger, logs, runner, sandbox, workspace
 from .evaluator import Evaluator
 from .workspace import LabError
 
@@ -58,6 +58,17 @@ class Executor(Protocol):
         """Stop whatever the executor keeps running between jobs."""
 
 
+# the least the lab's evaluator is given to start (import torch, pack the rows) and to score a run: its
+# work is the lab's, on a machine that may be busy, and not bounded by the run's budget and allowance
+EVALUATOR_TIMEOUT = 300.0
+
+
+def run_timeout(budget: float, allowance: float | None = None) -> float:
+    """How long train.py may run before it is killed: its budget and a start-up allowance (compilation,
+    data loading, the hand-off), by default a generous one."""
+    return budget + (allowance if allowance is not None else max(180.0, budget))
+
+
 def require_harness_package(workdir: Path, protected: dict[str, str]):
     """A run begun with the monolithic prepare.py of before (no harness/) cannot be evaluated here."""
     if "harness/manifest.py" not in protected:
@@ -73,8 +84,8 @@ class LocalExecutor:
         self.workdir, self.branch, self.protected = Path(workdir), branch, protected
         self.manifest = harness.read_manifest(cache)
         budget = self.manifest["constants"]["TIME_BUDGET"]
-        # a generous start-up allowance: compilation, data loading, evaluation
-        self.timeout = budget + (allowance if allowance is not None else max(180.0, budget))
+        self.timeout = run_timeout(budget, allowance)
+        self.evaluator_timeout = max(self.timeout, EVALUATOR_TIMEOUT)
         self.handoff = self.workdir / ".lab" / "handoff"
         self.program = self.handoff / "model.pt2"  # where evaluate_bpb writes the model, under the lab
         # before any sandbox starts: one binds in only what exists (a new worker's worktree has no .lab yet)
@@ -134,7 +145,7 @@ class LocalExecutor:
         if self.env.get("PYTHONPYCACHEPREFIX"):
             self.device = harness.probe_device(self.harness_copy, runner.scrubbed_env(self.env))
             return self.device
-        self.evaluator.ready(self.timeout)
+        self.evaluator.ready(self.evaluator_timeout)
         if not self.evaluator.info.get("device"):
             why = self.evaluator.tail[-1] if self.evaluator.tail else "it did not start"
             raise LabError(f"the lab's evaluator could not start Python with torch and the prepared cache: {why}")
@@ -152,7 +163,7 @@ class LocalExecutor:
         with workspace.checked_out(self.workdir, job.commit, self.branch):
             workspace.clear_untracked(self.workdir)  # what a proposal left in ignored paths goes too
             clear(self.handoff)
-            self.evaluator.ready(self.timeout)  # started, imported and packed: it takes no CPU from the run
+            self.evaluator.ready(self.evaluator_timeout)  # started, imported and packed: no CPU taken from the run
             result = runner.run_training(self.workdir, job.log, env, self.timeout, on_start=on_start,
                                          on_progress=on_progress, should_stop=should_stop, prestarted=prestarted,
                                          sandbox=self.jail)
@@ -169,10 +180,11 @@ class LocalExecutor:
 
     def score(self, result: runner.RunResult, log: Path) -> None:
         """The run's hand-off scored by the evaluator; its value (or why there is none) ends the log."""
-        scored = self.evaluator.score(self.program, self.timeout)
+        scored = self.evaluator.score(self.program, self.evaluator_timeout)
         result.status, result.val_bpb, result.record, result.reason = \
             scored.status, scored.val_bpb, scored.record, scored.reason
         try:
+            logs.end_line(log)  # what follows starts a line of its own, whatever train.py printed last
             with open(log, "a") as f:
                 if scored.status == runner.OK:
                     probe = scored.record["probe"]

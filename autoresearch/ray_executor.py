@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from . import harness, ledger, runner, sandbox
+from .executor import EVALUATOR_TIMEOUT, run_timeout
 from .workspace import LabError
 
 POLL = 0.5         # seconds between looks at a worker's progress
@@ -130,7 +131,9 @@ class RayExecutor:
         self.state, self.protected, self.allowance = state, protected, allowance
         manifest = harness.read_manifest(state["cache"])
         budget = manifest["constants"]["TIME_BUDGET"]
-        self.timeout = budget + (allowance if allowance is not None else max(180.0, budget)) + MARGIN
+        # a run on a worker: its evaluator ready, train.py, its scoring
+        train = run_timeout(budget, allowance)
+        self.timeout = train + 2 * max(train, EVALUATOR_TIMEOUT) + MARGIN
         self.data_hash = manifest["data_hash"]
         address = address or os.environ.get("RAY_ADDRESS") or None
         self.started_ray = not ray.is_initialized()
