@@ -9,6 +9,7 @@ to share between threads. Worktrees go through `repo.git.worktree` (GitPython ha
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
@@ -193,12 +194,24 @@ def keep_commit(cwd, tag: str, number: int, commit: str) -> None:
         repo.git.update_ref(f"refs/autoresearch/{valid_tag(tag)}/{int(number)}", commit)
 
 
+@contextmanager
+def worktrees_locked(git_dir: Path) -> Iterator[None]:
+    """The repository's worktree list changed by one process at a time (Ray's workers start together)."""
+    with open(git_dir / "autoresearch-worktrees.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def worker_worktree(root: Path, tag: str, index: int, commit: str) -> Path:
     """Worker `index`'s own worktree for run `tag` (runs/<tag>.workers/<index>/), detached at
     `commit`: created the first time, reused after (cleaned and moved to the commit)."""
     path = Path(root) / "runs" / f"{valid_tag(tag)}.workers" / str(int(index))
-    with repository(root) as repo:
+    with repository(root) as repo, worktrees_locked(Path(repo.common_dir)):
         if not (path / ".git").exists():
+            # one at a time: another worker's prune would take this one's entry while it is being added
             repo.git.worktree("prune")
             repo.git.worktree("add", "-q", "-f", "--detach", str(path), commit)
             return path
