@@ -23,7 +23,7 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
-from . import ledger
+from . import ledger, measurements
 from .judge import DEFAULT_LAMBDA
 
 STATUS_COLORS = {ledger.KEEP: "#2ca02c", ledger.DISCARD: "#7f7f7f", ledger.CRASH: "#d62728", ledger.TIMEOUT: "#ff7f0e",
@@ -80,28 +80,37 @@ def _count(df: pl.DataFrame, *statuses: str) -> int:
 
 
 def summary(df: pl.DataFrame) -> dict:
-    """The headline numbers, per experiment. best_* is the lab's current best (the last keep, its
-    mean over best_runs runs); crashed counts crash and timeout (ran, produced no number); other
-    counts rejected, pruned and unknown statuses. runs counts every run; noise is the latest
-    noise floor the lab recorded (one run's standard deviation), eras the drifts seen plus one."""
+    """The headline numbers, per experiment. best_* is the lab's current best (the last keep), its
+    value as the judge holds it now: the mean over its best_runs runs since the last drift, later
+    confirmations and controls included (what `autoresearch status` says); crashed counts crash and
+    timeout (ran, produced no number); other counts rejected, pruned and unknown statuses. runs
+    counts every run; noise is the judge's noise floor from all the runs (one run's standard
+    deviation; the latest the lab recorded where the rows cannot give it), eras the drifts seen plus one."""
     ex = experiments(df)
     kept = ex.filter((pl.col("status") == ledger.KEEP) & pl.col("val").is_not_null())
     best = kept.row(-1, named=True) if kept.height else None
     base = kept.row(0, named=True) if kept.height else None
     cost = df["cost_usd"].drop_nulls()
-    noise = df["noise"].drop_nulls()
+    recorded = df["noise"].drop_nulls()
+    rows = df.select([pl.col(c).cast(pl.Utf8) for c in ledger.COLUMNS]).to_dicts()  # as the judge reads them
+    held = measurements.best(rows, best["commit"]) if best else None
+    if held is not None and held.mean is None:
+        held = None
+    noise = measurements.noise(rows).sigma or (float(recorded[-1]) if recorded.len() else None)
+    best_val = held.mean if held else best["val"] if best else None
     counted = _count(ex, ledger.KEEP, ledger.DISCARD, *ledger.FAILED)
     return dict(
         experiments=ex.height, kept=_count(ex, ledger.KEEP), discarded=_count(ex, ledger.DISCARD),
         crashed=_count(ex, *ledger.FAILED), pruned=_count(ex, ledger.PRUNED), other=ex.height - counted,
         runs=int(df.filter(pl.col("run_val").is_not_null() | (pl.col("role") != "verdict")
                            & (pl.col("commit") != "none")).height),
-        best_val=best["val"] if best else None, best_description=best["description"] if best else None,
+        best_val=best_val,
+        best_description=best["description"] if best else None,
         best_commit=best["commit"] if best else None, best_experiment=best["experiment"] if best else None,
-        best_runs=int(best["runs"] or 1) if best else None,
+        best_runs=held.runs if held else int(best["runs"] or 1) if best else None,
         baseline_val=base["val"] if base else None,
-        gain=(base["val"] - best["val"]) if best else None,
-        noise=float(noise[-1]) if noise.len() else None,
+        gain=(base["val"] - best_val) if best else None,
+        noise=noise,
         eras=int(df["era"].max()) if df["era"].drop_nulls().len() else 1,
         total_cost_usd=float(cost.sum()) if cost.len() else None,
     )
@@ -109,11 +118,14 @@ def summary(df: pl.DataFrame) -> dict:
 
 def integer_axis(lo: float, hi: float) -> alt.Axis:
     """An axis of whole numbers (experiments, lines, counts): each integer from lo to hi as a tick when
-    there are few (a format alone would label -1, -1, 0, 1, 1 on a short span), else whole-number ticks."""
+    there are few (a format alone would label -1, -1, 0, 1, 1 on a short span), else the multiples of a
+    round step (1, 2 or 5 times a power of ten, about ten ticks), 0 among them where it is in the span."""
     lo, hi = math.floor(lo), math.ceil(hi)
     if hi - lo <= 25:
         return alt.Axis(values=list(range(lo, hi + 1)), format="d")
-    return alt.Axis(tickMinStep=1, format="d")
+    power = 10 ** math.floor(math.log10((hi - lo) / 10))
+    step = next(k * power for k in (1, 2, 5, 10) if (hi - lo) / (k * power) <= 12)
+    return alt.Axis(values=list(range(math.ceil(lo / step) * step, hi + 1, step)), format="d")
 
 
 def _empty_chart(message: str = "no data yet") -> alt.Chart:
@@ -157,6 +169,23 @@ def picked(selections) -> int | None:
         return int(got) if got is not None else None
     except (TypeError, ValueError):
         return None
+
+
+class LatestPick:
+    """The experiment a detail view shows: the one picked last in any of its sources (a click on one
+    chart or another, a list), as a person expects; a source whose pick has not changed since the last
+    look is not what they just did."""
+
+    def __init__(self):
+        self.seen: dict = {}
+        self.number: int | None = None
+
+    def update(self, **picks) -> int | None:
+        for source, number in picks.items():
+            if number is not None and self.seen.get(source) != number:
+                self.number = number
+        self.seen = picks
+        return self.number
 
 
 def experiment_detail(df: pl.DataFrame, number: int | None) -> dict | None:
@@ -259,8 +288,8 @@ def progress_chart(df: pl.DataFrame) -> alt.Chart:
 
 def complexity_chart(df: pl.DataFrame, lam: float = DEFAULT_LAMBDA) -> alt.Chart:
     """val_bpb against net lines changed. Dashed lines join equal penalized scores
-    (val + lam*lines = c); the shaded region is where the next experiment would be kept: its score
-    below the current best val_bpb (the lab's judge, margin 0)."""
+    (val + lam*lines = c); the shaded region is where a score is below the current best's val_bpb,
+    which a keep needs (the judge also needs it shown beyond the noise, at its confidence)."""
     pts = _points(df)
     if pts.height == 0:
         return _empty_chart()
@@ -295,7 +324,7 @@ def complexity_chart(df: pl.DataFrame, lam: float = DEFAULT_LAMBDA) -> alt.Chart
     layers.append(alt.Chart(pts).mark_point(filled=True, size=60, clip=True).encode(
         x=x, y=y, color=alt.Color("status:N", scale=_status_scale(pts)),
         opacity=alt.condition("datum.kept", alt.value(1.0), alt.value(0.45)), tooltip=TOOLTIP).add_params(_pick()))
-    title = f"val_bpb vs lines changed (lam {lam:g} bpb/line; shaded: would be kept now)"
+    title = f"val_bpb vs lines changed (λ {lam:g} bpb/line; shaded: scores below the best)"
     return alt.layer(*layers).properties(width=720, height=360, title=title).interactive()
 
 
@@ -394,6 +423,13 @@ def _values(df: pl.DataFrame, column: str) -> list[str]:
     return [v for v in dict.fromkeys(seen.to_list()) if v]
 
 
+def keep_confidence(df: pl.DataFrame) -> str | None:
+    """How sure the judge had to be to keep (e.g. "95%"; several if it changed), or None where the
+    ledger does not say (the single-run rule, an older ledger)."""
+    values = _values(df, "confidence")
+    return ", ".join(f"{float(v):.0%}" for v in values) if values else None
+
+
 def setup(df: pl.DataFrame) -> dict:
     """Where and how a run's numbers were measured, from its rows: device, profile, time budget, data
     and tokenizer (their hashes), agents, judging policy, noise floor and sandbox. A value a ledger
@@ -409,12 +445,14 @@ def setup(df: pl.DataFrame) -> dict:
         except ValueError:
             return v
     agents = [a for a in _values(df, "agent") if a not in ("baseline", "noise")]
+    confidence = keep_confidence(df)
+    policy = listed("policy") + (f" (a keep is {confidence} sure)" if confidence else "")
     s = summary(df)
     noise = "not measured" if s["noise"] is None else f"±{s['noise']:.4f} bpb per run"
     return dict(device=listed("device"), profile=listed("profile"),
                 time_budget=listed("time_budget", seconds),
                 data=listed("data_hash", lambda v: v[:12]), tokenizer=listed("tokenizer_hash", lambda v: v[:12]),
-                agent=", ".join(agents) if agents else "not recorded", policy=listed("policy"), noise=noise,
+                agent=", ".join(agents) if agents else "not recorded", policy=policy, noise=noise,
                 sandbox=listed("sandbox"), workers=workers(df))
 
 
@@ -449,7 +487,7 @@ def every_experiment(df: pl.DataFrame) -> pl.DataFrame:
     for what is neither kept nor discarded, why."""
     ex = experiments(df)
     schema = {"#": pl.Int64, "verdict": pl.Utf8, "description": pl.Utf8, "runs": pl.Int64, "val_bpb": pl.Float64,
-              "change vs best": pl.Utf8, "lines": pl.Utf8, "why": pl.Utf8}
+              "change vs best, same seeds": pl.Utf8, "lines": pl.Utf8, "why": pl.Utf8}
     if ex.height == 0:
         return pl.DataFrame(schema=schema)
     rows, best = [], None
@@ -467,7 +505,7 @@ def every_experiment(df: pl.DataFrame) -> pl.DataFrame:
         why = r["reason"] if r["status"] not in (ledger.KEEP, ledger.DISCARD) else ""
         rows.append({"#": r["experiment"], "verdict": r["status"], "description": r["description"],
                      "runs": int(r["runs_spent"] or 0) or None, "val_bpb": r["val"],
-                     "change vs best": (change(d) + interval) if d is not None else "-", "lines": lines,
+                     "change vs best, same seeds": (change(d) + interval) if d is not None else "-", "lines": lines,
                      "why": why[:200]})
     return pl.DataFrame(rows, schema=schema)
 

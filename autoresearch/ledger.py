@@ -26,7 +26,7 @@ from pathlib import Path
 COLUMNS = [
     "commit", "val_bpb", "memory_gb", "status", "description",
     "experiment", "role", "seed", "run_bpb", "runs", "diff", "diff_low", "diff_high", "noise", "era", "policy",
-    "parent", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds",
+    "confidence", "parent", "lines_added", "lines_removed", "score", "training_seconds", "total_seconds",
     "num_steps", "total_tokens_M", "tokens_per_s", "mfu_percent", "peak_vram_mb", "agent", "started", "finished",
     "lab_seconds", "run_seconds", "reason", "device", "sandbox", "worker", "profile", "data_hash", "tokenizer_hash", "time_budget",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",

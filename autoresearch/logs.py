@@ -3,6 +3,8 @@ them (loss curves for early abort and the live view, the tail of a crash for the
 """
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from . import measurements
@@ -22,8 +24,28 @@ def row_log(workdir: Path, row: dict, index: int) -> Path:
     return Path(workdir) / "logs" / f"{n:04d}-{row['commit']}.log"
 
 
+# what a compiled extension (triton's, loaded by torch) prints as the interpreter exits: its report of
+# objects still alive then, tens of lines after the summary block that would push it out of a tail
+EXIT_NOISE = re.compile(r"^(nanobind: |\s+- (leaked |\.\.\. skipped)|See https://nanobind\.)")
+
+
 def tail(path: Path, lines: int = 30) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    """The last lines of a log, without the exit noise (the file keeps everything)."""
+    if not path.exists():
+        return ""
+    kept = [line for line in path.read_text(errors="replace").splitlines() if not EXIT_NOISE.match(line)]
+    return "\n".join(kept[-lines:])
+
+
+def end_line(path: Path) -> None:
+    """A newline after the log's last line where it has none (a line appended then starts on its own)."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) != b"\n":
+            f.write(b"\n")
 
 
 def curve(workdir: Path, row: dict, index: int) -> list[tuple[float, float]]:

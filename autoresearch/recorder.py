@@ -121,6 +121,7 @@ class Recorder:
         added, removed = exp.get("lines", (0, 0))
         score = verdict.mean + self.policy.lam * (added - removed) if verdict.mean is not None else None
         return dict(status=verdict.status, val_bpb=verdict.mean, runs=verdict.runs, diff=c.diff, diff_low=c.low,
+                    confidence=None if self.policy.single else self.policy.confidence,
                     diff_high=c.high, score=score, lines_added=added, lines_removed=removed,
                     reason=verdict.reason, **exp.get("usage", {}))
 
@@ -135,7 +136,7 @@ class Recorder:
         self.append(**self.experiment_columns(exp), commit="none", role="candidate", status=ledger.REJECTED,
                     started=exp["started"], finished=exp["started"], reason=reason, lab_seconds=lab_seconds,
                     **exp.get("usage", {}))
-        self.display.say(f"   rejected  {exp['description']}: {reason}")
+        self.display.say(f"   #{exp['number']} rejected: {exp['description']}: {reason}")
 
     # --- what a person reads --------------------------------------------------------------------
 
@@ -147,12 +148,13 @@ class Recorder:
             load = ", ".join(x for x in (f"{steps} steps" if steps else "",
                                          f"{speed:,.0f} tok/s" if speed else "") if x)
             text = f"val_bpb {result.val_bpb:.6f}" + (f" | {load}" if load else "") + f" | {result.seconds:.0f}s"
-        self.display.say(f"   {job.role:<9} s{job.seed} {short(job.commit)}  {text}{note}")
+        # each line names its experiment: with several workers, another's header may have come between
+        self.display.say(f"   #{job.experiment} {job.role:<9} s{job.seed} {short(job.commit)}  {text}{note}")
 
     def say_verdict(self, exp: dict, row: dict, verdict: Verdict | None, noise: Noise) -> None:
         status = row["status"]
         if verdict is None or verdict.mean is None:
-            self.display.say(f"   => {status:<8} {row.get('reason') or ''}")
+            self.display.say(f"   #{exp['number']} => {status:<8} {row.get('reason') or ''}")
             return
         added, removed = exp.get("lines", (0, 0))
         runs = f"mean of {verdict.runs} runs" if verdict.runs > 1 else "1 run"
@@ -162,5 +164,5 @@ class Recorder:
             sure = f" | {self.policy.confidence:.0%} sure it is better" if c.n else ""
         elif c.low is not None and c.low < 0 < c.high:
             sure = " | within the noise"
-        self.display.say(f"   => {status:<8} val_bpb {verdict.mean:.6f} ({runs}){interval(verdict)}{sure} | "
+        self.display.say(f"   #{exp['number']} => {status:<8} val_bpb {verdict.mean:.6f} ({runs}){interval(verdict)}{sure} | "
                          f"+{added}/-{removed} lines")

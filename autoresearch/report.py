@@ -104,10 +104,11 @@ def setup_table(setup: dict) -> str:
     return f'<table class="setup">{rows}</table>'
 
 
-def reading_guide(setup: dict) -> str:
+def reading_guide(setup: dict, confidence: str | None) -> str:
     """What the page's numbers mean, for a reader who has never seen the project."""
     budget = setup["time_budget"] if setup["time_budget"] != "not recorded" else "the same fixed time"
     noise = setup["noise"]
+    confidence = f"with {confidence} confidence" if confidence else "with the confidence the run was given"
     return (
         "<p><b>How to read this page.</b> An agent changed one file, <code>train.py</code> (a small language "
         f"model and the way it is trained), one idea at a time. Every version trained for {html.escape(budget)} "
@@ -116,9 +117,12 @@ def reading_guide(setup: dict) -> str:
         "change (−0.032 bpb).</p>"
         "<p>Each <b>experiment</b> is one idea, run as many times as its verdict needed, at the lab's seeds, seed "
         "by seed against the best version so far. <b>keep</b>: better than the best by more than chance explains "
-        "with the stated confidence (the change's interval is shown beside it), so it became the new best; "
+        f"{confidence} (the change's interval is shown beside it), so it became the new best; "
         "<b>discard</b>: not shown better; <b>pruned</b>: stopped early because its training loss was clearly "
-        "worse; crash, timeout, rejected and overrun produced no number that counts. The <b>noise floor</b> "
+        "worse; crash, timeout, rejected and overrun produced no number that counts. The <b>change vs best</b> "
+        "is the mean of its differences from the best at the same seeds (and the same machine speed), so it can "
+        "disagree with the difference of the two val_bpb columns, which average over different seeds. The "
+        "<b>noise floor</b> "
         f"({html.escape(noise)}) is how much one run moves by chance: a difference smaller than that, measured "
         "once, says nothing.</p>")
 
@@ -167,7 +171,7 @@ def render_report(df: pl.DataFrame, lam: float = analysis.DEFAULT_LAMBDA, title:
         f"<h1>{html.escape(title)}</h1>",
         f'<p class="muted">{html.escape(source)} &middot; generated {html.escape(time.strftime("%Y-%m-%d %H:%M"))}'
         f" &middot; complexity penalty {lam:g} bpb per net added line</p>",
-        "<h2>Setup</h2>", setup_table(where), reading_guide(where),
+        "<h2>Setup</h2>", setup_table(where), reading_guide(where, analysis.keep_confidence(df)),
         "<h2>Summary</h2>", summary_table(s),
         "<h2>Progress</h2>", chart_block("progress", analysis.progress_chart(df), svg),
         "<h2>Every experiment</h2>", table(analysis.every_experiment(df), "no experiments yet"),

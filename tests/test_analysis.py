@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 import vl_convert as vlc
 
-from autoresearch import analysis, ledger
+from autoresearch import analysis, ledger, measurements
 
 EVIL = "bigger lr <script>alert(1)</script>"
 FIVE_COLUMNS = """commit\tval_bpb\tmemory_gb\tstatus\tdescription
@@ -66,7 +66,7 @@ def write_runs(path):
     run(2, "bbbbbbb", "candidate", 42, 2.90, **change)
     run(2, "bbbbbbb", "confirm", 43, 3.00, **change)
     run(2, "bbbbbbb", "confirm", 44, 2.95, "keep", runs=3, val_bpb=2.95, diff=-0.10, diff_low=-0.15,
-        diff_high=-0.05, **change)
+        diff_high=-0.05, confidence=0.95, **change)
     run(3, "aaaaaaa", "control", 46, 3.60, description="worse", era=2,
         reason="drift: throughput 2,000 tok/s against 4,400 (-55%)")
     run(3, "ccccccc", "candidate", 46, 3.70, "discard", description="worse", runs=1, lines_added=3, era=2)
@@ -216,7 +216,8 @@ def test_charts_carry_the_data_they_claim(tmp_path):
 
 
 def test_a_ledger_with_a_row_per_run(tmp_path):
-    df = analysis.load(write_runs(tmp_path / "results.tsv"))
+    path = write_runs(tmp_path / "results.tsv")
+    df = analysis.load(path)
     ex = analysis.experiments(df)
     assert ex["experiment"].to_list() == [1, 2, 3, 4]
     assert ex["status"].to_list() == ["keep", "keep", "discard", "pruned"]
@@ -227,8 +228,17 @@ def test_a_ledger_with_a_row_per_run(tmp_path):
 
     s = analysis.summary(df)
     assert (s["experiments"], s["runs"], s["kept"], s["discarded"], s["pruned"]) == (4, 10, 2, 1, 1)
-    assert s["best_val"] == pytest.approx(2.95) and s["best_runs"] == 3 and s["noise"] == pytest.approx(0.05)
+    # the best and the noise as the judge (and `autoresearch status`) holds them, from the same rows
+    judged = measurements.noise(ledger.read_rows(path))
+    assert s["best_val"] == pytest.approx(2.95) and s["best_runs"] == 3 and s["noise"] == pytest.approx(judged.sigma)
+    assert judged.sigma != pytest.approx(0.05)  # not the last one the lab wrote down, a run before
     assert s["gain"] == pytest.approx(0.10) and s["eras"] == 2
+    # a control of the best after the drift: its value now is that era's, as the judge compares with it
+    ledger.append(path, dict(experiment=5, commit="bbbbbbb", role="control", seed=47, run_bpb=3.40, val_bpb=3.40,
+                             status="run", era=2, description="a control", **SETUP))
+    s = analysis.summary(analysis.load(path))
+    held = measurements.best(ledger.read_rows(path), "bbbbbbb")
+    assert (s["best_val"], s["best_runs"]) == (pytest.approx(3.40), 1) == (pytest.approx(held.mean), held.runs)
 
     spent = {r["status"]: r for r in analysis.runs_per_verdict(df).iter_rows(named=True)}
     assert spent["keep"]["experiments"] == 2 and spent["keep"]["runs"] == 7
@@ -295,3 +305,49 @@ def test_runs_measured_differently_are_said_to_differ_in_what_and_runs_alike_are
     said = analysis.setup_differences(frames)
     assert "training budget per run (a: 10 s, b: 10 s, c: 20 s)" in said and "not their val_bpb" in said
     assert "device" not in said
+
+
+def test_a_log_s_tail_skips_the_exit_noise_and_the_lab_s_lines_start_their_own(tmp_path):
+    """torch's triton extension prints ~30 lines of 'leaked' objects as train.py's Python exits, the
+    last without a newline: the lab's evaluator line still starts a line, and the tail a reader sees
+    (the analyze notebook, the agent's crash context) keeps the summary block."""
+    from autoresearch import logs
+    log = tmp_path / "0002-abcdef1-s42.log"
+    noise = ["nanobind: leaked 4 instances!", *[f' - leaked instance 0x{i:x} of type "triton._C.ir.attribute"'
+                                                 for i in range(12)], " - ... skipped remainder",
+             "nanobind: this is likely caused by a reference counting issue in the binding code.",
+             "See https://nanobind.readthedocs.io/en/latest/refleaks.html"]
+    log.write_text("step 00041 |  98.1% | loss 5.09 | lr 0.04 | dt 506ms | 8,090 tok/s | mfu n/a\n---\n"
+                   "val_bpb:          nan\ntokens_per_s:     8343\n" + "\n".join(noise))
+    logs.end_line(log)
+    with open(log, "a") as f:
+        f.write("---\nval_bpb: 2.759762\n")
+    logs.end_line(log)  # a log that ends its line is left as it is
+    text = log.read_text()
+    assert "refleaks.html\n---\nval_bpb: 2.759762\n" in text and text.endswith("2.759762\n")
+    tail = logs.tail(log, lines=5)
+    assert "nanobind" not in tail and "leaked" not in tail
+    assert tail.splitlines() == ["---", "val_bpb:          nan", "tokens_per_s:     8343", "---", "val_bpb: 2.759762"]
+    assert logs.tail(tmp_path / "none.log") == ""
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    logs.end_line(empty)
+    assert empty.read_text() == ""
+
+
+def test_the_detail_shows_what_was_picked_last_in_any_chart_or_list():
+    picks = analysis.LatestPick()
+    assert picks.update(progress=None, complexity=None, listed=None) is None
+    assert picks.update(progress=2, complexity=None, listed=None) == 2
+    assert picks.update(progress=2, complexity=5, listed=None) == 5  # the progress chart still holds 2
+    assert picks.update(progress=2, complexity=5, listed=7) == 7
+    assert picks.update(progress=3, complexity=5, listed=7) == 3
+    assert picks.update(progress=None, complexity=None, listed=7) == 3  # the charts drawn again: still 3
+    assert picks.update(progress=None, complexity=5, listed=7) == 5  # the same point clicked again
+
+
+def test_a_lines_axis_has_whole_ticks_and_zero_at_any_span():
+    for lo, hi in ((-2, 3), (-3, 40), (-120, 7), (-30, -2), (0, 1000)):
+        values = analysis.integer_axis(lo, hi).to_dict()["values"]
+        assert all(isinstance(v, int) and lo <= v <= hi for v in values) and 3 <= len(values) <= 26, (lo, hi)
+        assert (0 in values) == (lo <= 0 <= hi), (lo, hi, values)

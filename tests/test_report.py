@@ -156,9 +156,11 @@ def test_the_page_opens_with_its_setup_and_shows_every_experiment(tmp_path):
     text = report.write_report(write_runs(tmp_path / "results.tsv"), tmp_path / "report.html").read_text()
     assert text.index("<h2>Setup</h2>") < text.index("How to read this page") < text.index("<h2>Summary</h2>")
     setup = section(text, "Setup")
-    for value in ("<th>device</th><td>cpu</td>", "<td>tiny</td>", "<td>10 s</td>", "<td>noise</td>",
-                  "<td>bwrap</td>", "<td>±0.0500 bpb per run</td>", "<td>search</td>", "<td>dddddddddddd</td>"):
+    for value in ("<th>device</th><td>cpu</td>", "<td>tiny</td>", "<td>10 s</td>", "<td>noise (a keep is 95% sure)</td>",
+                  "<td>bwrap</td>", "<td>±0.0462 bpb per run</td>", "<td>search</td>", "<td>dddddddddddd</td>"):
         assert value in setup, value
+    assert "better than the best by more than chance explains with 95% confidence" in setup
+    assert "it can disagree with the difference of the two val_bpb columns" in setup
     every = section(text, "Every experiment")
     for description in ("baseline", "better lr", "worse", "diverges"):  # the discard and the pruned one too
         assert f"<td>{description}</td>" in every, description
