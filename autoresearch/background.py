@@ -280,10 +280,10 @@ def phase(info: dict, max_runs: int | None = None) -> str:
     points = info["current_points"]
     if not points:
         return f"starting {what}"
-    progress = points[-1]["progress"]
-    if progress >= 0.99:
-        return f"evaluating {what} (the lab's evaluator scores its model)"
-    return f"training {what} ({progress:.0%} of the budget)"
+    last = points[-1]  # its progress is the budget's share spent before that step, "left" what is after it
+    if last["progress"] >= 0.99 or last.get("left") == 0:
+        return f"evaluating {what} (its model is handed off and the lab's evaluator scores it)"
+    return f"training {what} ({last['progress']:.0%} of the budget)"
 
 
 def curves_chart(info: dict, width: int = 520, height: int = 260):

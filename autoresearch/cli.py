@@ -224,22 +224,23 @@ def cmd_demo(args) -> int:
     tag = DEMO_PREFIX + time.strftime("%Y%m%d-%H%M%S")
     workdir = init_run(root, tag, cache=cache)
     lab = Scheduler(workdir)
-    print(f"demo run {tag}: the baseline at {lab.policy.baseline_runs} seeds, then up to {args.experiments} "
-          f"experiments by the offline search agent, {lab.budget}s per run, none started after "
-          f"{args.minutes:g} minutes.\n"
+    print(f"demo run {tag}: the baseline at {lab.policy.baseline_runs} seeds, then experiments by the offline "
+          f"search agent, {lab.budget}s per run, until {args.minutes:g} minutes have passed (at most "
+          f"{args.experiments}; none is started after that).\n"
           f"Each experiment runs once, and again at more seeds (paired with the best's runs at the same seeds) "
           f"only while it looks better: it is kept when the lab is {lab.policy.confidence:.0%} sure.")
     lab.run(make_agent("search", seed=lab.policy.seed), max_experiments=args.experiments + 1,
             max_hours=args.minutes / 60)
     print()
-    print_demo_summary(workdir)
+    print_demo_summary(workdir, state.load(workdir).get("experiments") or [])
     print_status(workdir)
     print(f"\ncontinue it:  uv run autoresearch run --tag {tag} --agent search")
     print(f"its history:  git log --oneline autoresearch/{tag}")
     return 0
 
 
-def print_demo_summary(workdir: Path) -> None:
+def print_demo_summary(workdir: Path, in_flight=()) -> None:
+    """What the demo found, for a first-time reader; in_flight: the experiments the time ran out on."""
     rows = ledger.read_rows(workdir / "results.tsv")
     ended = measurements.verdicts(rows)
     noise = measurements.noise(rows)
@@ -252,11 +253,17 @@ def print_demo_summary(workdir: Path) -> None:
     keeps = [r for r in ended if r["status"] == ledger.KEEP and r is not base]
     for r in keeps:
         low, high = measurements.number(r.get("diff_low")), measurements.number(r.get("diff_high"))
-        sure = f", between {-high:.4f} and {-low:.4f} lower at 95 %" if low is not None else ""
+        confidence = measurements.number(r.get("confidence"))
+        sure = f", between {-high:.4f} and {-low:.4f} lower" + (f" at {confidence:.0%}" if confidence else "") \
+            if low is not None else ""
         print(f"kept #{r['experiment']}: val_bpb {float(r['val_bpb']):.6f} over {r['runs'] or 1} runs, "
               f"{-float(r['diff']):.4f} lower than the best it was tried on{sure}: {r['description']}")
     if not keeps:
         print("no experiment was shown better than the baseline beyond the noise this time")
+    for exp in in_flight:
+        runs = sum(1 for i, r in enumerate(rows) if measurements.experiment_of(r, i) == exp["number"])
+        print(f"#{exp['number']} ({exp.get('description', '')}) was still being measured ({runs} run"
+              f"{'s' if runs != 1 else ''} so far): continuing the run finishes it")
     print("what it means: val_bpb is how many bits the model needs per byte of text it never trained on, so lower "
           "is better, and a keep beat the best by more than the noise floor explains, seed by seed, on this machine "
           "at its load. Numbers from another machine or budget are not comparable with these: compare each run's "
@@ -370,10 +377,15 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         commands = {"init": cmd_init, "run": cmd_run, "experiment": cmd_experiment, "noise": cmd_noise,
                     "status": cmd_status, "demo": cmd_demo, "report": cmd_report}
-        return commands[args.command](args)
+        code = commands[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe is caught, not as Python exits
+        return code
     except LabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # what reads the output stopped (`| head`): nothing is wrong, say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else Python complains at exit
+        return 0
     except OSError as e:  # a full disk, a read-only worktree: every write is atomic or sealed on the next run
         where = f" ({e.filename})" if e.filename else ""
         print(f"error: {e.strerror or e}{where}: free space or fix the permissions, then run the same command "

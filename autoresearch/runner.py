@@ -24,7 +24,7 @@ from .sandbox import Sandbox, command
 
 # `step 00042 |  35.2% | loss 3.412345 | lr 1.00 | dt 320ms | 1,640,000 tok/s | mfu 45.8% | epoch 0 | 194s left`
 PROGRESS = re.compile(r"^step (?P<step>\d+) \| +(?P<percent>[\d.]+)% \| loss (?P<loss>[-\w.+]+) \|.*?"
-                      r"(?P<tok_s>[\d,]+) tok/s")
+                      r"(?P<tok_s>[\d,]+) tok/s(?:.*\| (?P<left>\d+)s left)?")
 # environment variables that never reach train.py: credentials of any kind
 SECRET = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE|SESSION|PRIVATE", re.I)
 # what differs from one run to the next of a loop: a Python started ahead gets them when it is handed the run
@@ -47,7 +47,8 @@ def parse_progress(line: str) -> dict | None:
     except ValueError:
         loss = math.nan
     return dict(step=int(m["step"]), progress=float(m["percent"]) / 100, loss=loss,
-                tokens_per_s=float(m["tok_s"].replace(",", "")))
+                tokens_per_s=float(m["tok_s"].replace(",", "")),
+                left=int(m["left"]) if m["left"] else None)  # seconds of budget left after the step
 
 
 def progress_points(log: Path) -> list[dict]:

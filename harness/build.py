@@ -121,6 +121,8 @@ def prepare(*, profile="tiny", source="python", path=None, include_site_packages
                          f"AUTORESEARCH_CACHE to another folder, or pass --force to replace it")
 
     t0 = time.time()
+    if directory.exists() and not directory.is_dir():
+        raise CacheError(f"{directory} is a file, not a folder: move it away, or set AUTORESEARCH_CACHE to a folder")
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # the manifest is written last: no manifest, no cache
     phase(PHASES[0])

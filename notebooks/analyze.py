@@ -175,8 +175,8 @@ def _(df, lam):
     mo.vstack([complexity, mo.md(
         "Each dashed line joins the points of equal penalized score, val_bpb + λ × net lines: a change "
         "that adds lines must lower val_bpb by λ per line to score the same, one that deletes lines may cost "
-        "that much. The shaded region is where the next experiment would be kept now. Move λ to see how much "
-        "it matters here: the search agent's changes are about ±1 line each, so for them λ barely moves the "
+        "that much. The shaded region is where a score beats the best's: a keep needs that, and the judge "
+        "also needs it shown beyond the noise. Move λ to see how much it matters here: the search agent's changes are about ±1 line each, so for them λ barely moves the "
         "verdict; a coding agent's edits of tens of lines feel it.")])
     return (complexity,)
 
@@ -190,9 +190,16 @@ def _(df):
 
 
 @app.cell
-def _(complexity, df, experiment_pick, progress, results_path):
-    _number = (analysis.picked(progress.selections) or analysis.picked(complexity.selections)
-               or (int(experiment_pick.value) if experiment_pick.value else None))
+def _():
+    latest_pick = analysis.LatestPick()  # which of the charts and the list was used last
+    return (latest_pick,)
+
+
+@app.cell
+def _(complexity, df, experiment_pick, latest_pick, progress, results_path):
+    _number = latest_pick.update(progress=analysis.picked(progress.selections),
+                                 complexity=analysis.picked(complexity.selections),
+                                 listed=int(experiment_pick.value) if experiment_pick.value else None)
     detail_view(df, _number, results_path)
     return
 

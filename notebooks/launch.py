@@ -42,7 +42,7 @@ with app.setup:
 
     import polars as pl
 
-    from autoresearch import analysis, background, harness
+    from autoresearch import analysis, background, harness, workspace
     from autoresearch.judge import Policy
     from autoresearch.scheduler import init_run
     from autoresearch.workspace import LabError
@@ -81,15 +81,15 @@ def readable(error: Exception) -> mo.Html:
 
 
 @app.function
-def outcome(action, set_changed, errors=(LabError,)) -> mo.Html:
-    """What a button did: action()'s message, or the error it raised as a person reads it; the run list
-    reloads either way."""
+def outcome(action, set_changed, errors=(LabError,)) -> None:
+    """What a button did: action()'s message, or the error it raised as a person reads it, becomes the
+    one shown under the buttons (the last action's: an earlier one's message goes); the run list and
+    the live view reload either way."""
     try:
         message = action()
     except errors as e:
         message = readable(e)
-    set_changed(lambda n: n + 1)
-    return message
+    set_changed(lambda old: dict(n=old["n"] + 1, said=message))
 
 
 @app.function
@@ -131,15 +131,16 @@ def _():
 @app.cell
 def _():
     get_cache, set_cache = mo.state(None)  # the cache picked (or just prepared) for new runs
-    # bumped by a prepare only: the list of caches is made again (not by init, start or stop, whose cells
-    # take the cache picked: they would run again)
-    get_prepared, set_prepared = mo.state(0)
+    # set by a prepare only, to its outcome (kind, text): the list of caches is made again and shows it
+    # (not by init, start or stop, whose cells take the cache picked: they would run again); the
+    # prepare cell cannot show it itself, as the list's cell, run again, gives it a new button
+    get_prepared, set_prepared = mo.state(None)
     return get_cache, get_prepared, set_cache, set_prepared
 
 
 @app.cell
-def _(get_cache, get_prepared, set_cache):
-    get_prepared()
+def pick_cache(get_cache, get_prepared, set_cache):
+    _outcome = get_prepared()
     _caches = {harness.describe_cache(_p, _m): str(_p) for _p, _m in harness.prepared_caches()}
     _picked = next((k for k, v in _caches.items() if v == get_cache()), next(iter(_caches), None))
     cache_pick = mo.ui.dropdown(options=_caches, value=_picked, label="data for a new run",
@@ -150,6 +151,7 @@ def _(get_cache, get_prepared, set_cache):
         mo.md("### Data"),
         cache_pick if _caches else mo.md("_No prepared cache yet: prepare one here, or with the prepare notebook._"),
         mo.hstack([class_budget, prepare_button], justify="start", gap=1),
+        mo.callout(mo.md(_outcome["text"]), kind=_outcome["kind"]) if _outcome else mo.md(""),
         mo.md("A new run uses the cache picked here (its profile and training budget are fixed for the run); "
               "a run already made keeps its own. Preparing takes about ten seconds on a laptop (the `python` "
               "source, the `tiny` profile)."),
@@ -165,12 +167,10 @@ def do_prepare(class_budget, prepare_button, set_cache, set_prepared):
     _error, _ = prepare_with_progress(f"preparing {_cache} (tiny profile, {_budget} s per run)", profile="tiny",
                                       source="python", time_budget=_budget, cache=_cache)
     if _error is None:
-        _msg = mo.callout(mo.md(f"Prepared `{_cache}`: new runs use it."), kind="success")
         set_cache(str(_cache.resolve()))
+        set_prepared(dict(kind="success", text=f"Prepared `{_cache}`: new runs use it."))
     else:  # shown, never a traceback
-        _msg = mo.callout(mo.md(f"Could not prepare `{_cache}`: {_error}"), kind="danger")
-    set_prepared(lambda n: n + 1)
-    _msg
+        set_prepared(dict(kind="danger", text=f"Could not prepare `{_cache}`: {_error}"))
     return
 
 
@@ -195,6 +195,12 @@ def _():
 
 
 @app.cell
+def said(get_changed):
+    get_changed()["said"] or mo.md("")  # what the last button did
+    return
+
+
+@app.cell
 def _(get_changed):
     get_changed()  # a run just made is listed
     mo.md(f"Runs in `{ROOT / 'runs'}`: " + (", ".join(f"`{t}`" for t in run_tags(ROOT)) or "none yet")
@@ -204,7 +210,8 @@ def _(get_changed):
 
 @app.cell
 def _():
-    get_changed, set_changed = mo.state(0)  # bumped by the buttons: the live view reloads at once
+    # set by the buttons (a count, and what the last one did): the live view reloads at once
+    get_changed, set_changed = mo.state(dict(n=0, said=None))
     return get_changed, set_changed
 
 
@@ -263,9 +270,15 @@ def live_view(get_changed, refresh, tag):
     _tag = tag.value.strip()
     try:
         info = background.live(ROOT, _tag)
-    except LabError as _e:
+    except LabError:
         info = None
-        _view = mo.callout(mo.md(f"No run tagged `{_tag}` yet. Press **init run** to create it."), kind="neutral")
+        try:
+            workspace.valid_tag(_tag)
+            _why = f"No run tagged `{_tag}` yet. Press **init run** to create it."
+        except LabError:  # what init would refuse: say so here, before it is pressed
+            _why = ("Type a tag in the **tag** box: letters, digits, `.`, `_` and `-`, e.g. `alice`." if not _tag else
+                    f"`{_tag}` cannot be a tag: use letters, digits, `.`, `_` and `-` (e.g. `alice`).")
+        _view = mo.callout(mo.md(_why), kind="neutral")
     if info is not None:
         _rows, _cur = info["rows"], info["current"]
         _feed = feed(_rows)

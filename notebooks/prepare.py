@@ -185,7 +185,9 @@ def _(cache, manifest):
         length_histogram(cache, _max),
         mo.md(f"The spike near the right: files longer than {DOC_MAX_CHARS:,} characters are split into "
               f"documents of {DOC_MAX_CHARS:,} characters each (the `python` and `files` sources), so most of a "
-              f"long file's pieces have the same length in tokens; the last piece of each file is shorter."),
+              f"long file's pieces have the same length in tokens; the last piece of each file is shorter. "
+              f"The dashed line is a row's length (`MAX_SEQ_LEN`, {_max} tokens): a document to its right "
+              f"is cut across rows, so the model sees it in pieces and never whole."),
     ])
     return
 

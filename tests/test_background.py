@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from autoresearch import background, state
+from autoresearch import background, runner, state
 from autoresearch.workspace import LabError
 from conftest import ROOT
 from lab_helpers import check_invariants, cli, make_repo, variant, write_replay, wait_for
@@ -131,6 +131,13 @@ def test_the_phase_is_named_from_what_the_run_s_files_say():
     assert background.phase(info(run=candidate, points=(0.1, 0.42))) == \
         "training the candidate at seed 42 (42% of the budget)"
     assert background.phase(info(run=candidate, points=(0.5, 0.995))).startswith("evaluating the candidate")
+    # a slow machine's last step begins at 72 % and spends the rest: its line says 0 s left
+    line = "step 00003 |  72.0% | loss 7.100000 | lr 0.40 | dt 2800ms | 1,170 tok/s | mfu n/a | epoch 0 | {}s left"
+    last = info(run=candidate)
+    last["current_points"] = [runner.parse_progress(line.format(3))]
+    assert background.phase(last) == "training the candidate at seed 42 (72% of the budget)"
+    last["current_points"] = [runner.parse_progress(line.format(0))]
+    assert background.phase(last).startswith("evaluating the candidate at seed 42")
     confirm = dict(role="confirm", seed=43, commit="bbbbbbb")
     runs = [dict(commit="bbbbbbb", role="candidate"), dict(commit="aaaaaaa", role="confirm")]
     assert background.phase(info(run=confirm, runs=runs, points=(0.3,)), max_runs=5) == \

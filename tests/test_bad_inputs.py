@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -20,7 +21,7 @@ from autoresearch.agents.replay import ReplayAgent
 from autoresearch.judge import Policy
 from autoresearch.scheduler import Scheduler, init_run
 from fake_anthropic import message, tool
-from lab_helpers import FAKE_TRAIN, check_invariants, cli, make_repo, start_cli, variant, verdicts, write_replay
+from lab_helpers import FAKE_TRAIN, check_invariants, cli, cli_env, make_repo, start_cli, variant, verdicts, write_replay
 from test_claude_agent import KEY, agent_for, context
 from test_lab import Quiet
 
@@ -163,6 +164,17 @@ def test_ctrl_c_stops_the_loop_within_seconds_while_the_api_hangs(repo, tmp_path
     rows = check_invariants(workdir)
     assert [r["status"] for r in verdicts(rows)] == ["keep"]  # the baseline; the proposal never was
     assert state.load(workdir)["experiments"] == []
+
+
+def test_status_into_a_pipe_already_closed_says_nothing_and_ends_well(repo, use_cache):
+    """`autoresearch status | head -1`: the reader may be gone before a line is written."""
+    assert cli(repo, use_cache, "init", "--tag", "p").returncode == 0
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        out = subprocess.run([sys.executable, "-m", "autoresearch.cli", "status", "--tag", "p"], cwd=repo,
+                             env=cli_env(use_cache), stdout=closed, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert out.returncode == 0 and out.stderr == "", out.stderr
 
 
 def test_a_broken_state_file_is_one_line_and_says_what_to_do(repo, use_cache):

@@ -381,9 +381,10 @@ def test_the_demo_summary_says_how_sure_each_keep_is_and_what_it_means(tmp_path,
     from autoresearch.cli import print_demo_summary
     from test_analysis import write_runs
     write_runs(tmp_path / "results.tsv")
-    print_demo_summary(tmp_path)
+    print_demo_summary(tmp_path, [dict(number=3, description="worse", phase="measuring")])
     out = capsys.readouterr().out
     assert "baseline val_bpb 3.050000 (mean of 3 runs)" in out
     assert "kept #2: val_bpb 2.950000 over 3 runs, 0.1000 lower than the best it was tried on, between 0.0500 " \
-           "and 0.1500 lower at 95 %: better lr" in out
+           "and 0.1500 lower at 95%: better lr" in out  # the confidence its verdict row recorded
+    assert "#3 (worse) was still being measured (2 runs so far): continuing the run finishes it" in out
     assert "what it means: val_bpb is how many bits" in out and "report --compare" in out

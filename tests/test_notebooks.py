@@ -184,31 +184,42 @@ def test_the_launch_buttons_init_start_watch_and_stop(tiny_cache, tmp_path, monk
     monkeypatch.setenv("AUTORESEARCH_DEVICE", "cpu")
     nb = load_notebook("launch")
     assert nb.ROOT == repo
-    bump = [].append
+    changed = [dict(n=0, said=None)]  # the notebook's state the buttons set
+
+    def bump(update):
+        changed[0] = update(changed[0])
+
+    def act(cell, **inputs):
+        """A button pressed: its cell, then what the notebook shows under the buttons."""
+        cell.run(**inputs)
+        return nb.said.run(get_changed=lambda: changed[0])[0]
+
     tag = ui("lt")
 
     def live_text():
         output, _ = nb.live_view.run(get_changed=lambda: 0, refresh=ui("2s"), tag=tag)
         return output.text
 
-    assert "No run tagged" in live_text()
-    output, _ = nb.do_init.run(cache_pick=ui(str(tiny_cache)), init_button=ui(True), set_changed=bump, tag=tag)
+    for typed, says in (("", "Type a tag in the"), ("a b", "cannot be a tag"), ("lt", "No run tagged")):
+        tag = ui(typed)
+        assert says in live_text(), typed
+    output = act(nb.do_init, cache_pick=ui(str(tiny_cache)), init_button=ui(True), set_changed=bump, tag=tag)
     assert "Created run" in output.text and "profile tiny" in output.text
-    output, _ = nb.do_init.run(cache_pick=ui(str(tiny_cache)), init_button=ui(True), set_changed=bump, tag=tag)
+    output = act(nb.do_init, cache_pick=ui(str(tiny_cache)), init_button=ui(True), set_changed=bump, tag=tag)
     # the notebook's own control is named; the command stays code
     assert "exists already" in output.text and "pick another tag in the tag box" in output.text
     assert "--tag" not in output.text.replace("autoresearch run --tag lt", "")
     assert "Now:</strong> stopped" in live_text()
     start = dict(agent=ui("search"), extra=ui("--seed 3"), max_experiments=ui(1), max_hours=ui(0),
                  replay_file=ui(""), set_changed=bump, start_button=ui(True), tag=tag)
-    output, _ = nb.do_start.run(**dict(start, agent=ui("replay")))
+    output = act(nb.do_start, **dict(start, agent=ui("replay")))
     assert "needs a file" in output.text
     try:
-        output, _ = nb.do_start.run(**start)
+        output = act(nb.do_start, **start)
         assert "Loop started" in output.text
         pid = background.loop_pid(repo, "lt")
         assert pid and f"running, pid {pid}" in live_text()
-        output, _ = nb.do_start.run(**start)
+        output = act(nb.do_start, **start)
         assert "already running" in output.text
         deadline, phases = time.time() + 60, set()  # one experiment (the baseline), then the loop ends by itself
         while background.loop_pid(repo, "lt") and time.time() < deadline:
@@ -220,7 +231,7 @@ def test_the_launch_buttons_init_start_watch_and_stop(tiny_cache, tmp_path, monk
         assert "Now:</strong> stopped" in text and "In flight" not in text
     finally:
         background.stop_loop(repo, "lt", timeout=10)
-    output, _ = nb.do_stop.run(set_changed=bump, stop_button=ui(True), tag=tag)
+    output = act(nb.do_stop, set_changed=bump, stop_button=ui(True), tag=tag)
     assert "No loop was running" in output.text
     assert ledger.read_rows(repo / "runs" / "lt" / "results.tsv")[0]["seed"] == "3"
 
@@ -232,12 +243,23 @@ def test_the_launch_notebook_prepares_a_cache_with_a_chosen_budget_and_lists_it(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home-cache"))
     monkeypatch.setenv("AUTORESEARCH_CACHE", str(tmp_path / "nothing-here"))
     nb = load_notebook("launch")
-    picked = []
-    output, _ = nb.do_prepare.run(class_budget=ui(7), prepare_button=ui(True), set_cache=picked.append,
-                                  set_prepared=[].append)
+    picked, outcomes = [], []
+    nb.do_prepare.run(class_budget=ui(7), prepare_button=ui(True), set_cache=picked.append,
+                      set_prepared=outcomes.append)
     made = (tmp_path / "home-cache" / "autoresearch-tiny-7s").resolve()
-    assert "Prepared" in output.text, output.text
-    assert picked == [str(made)]
+    assert picked == [str(made)] and outcomes[-1]["kind"] == "success"
+    # the list of caches, made again by that, shows the outcome (the prepare cell's button is new then)
+    output, _ = nb.pick_cache.run(get_cache=lambda: picked[-1], get_prepared=lambda: outcomes[-1],
+                                  set_cache=picked.append)
+    assert "Prepared" in output.text and "tiny profile, 7 s per run" in output.text, output.text
+    # one that cannot be made says why, where the button is
+    (tmp_path / "home-cache" / "autoresearch-tiny-9s").write_text("a file where the folder would go")
+    nb.do_prepare.run(class_budget=ui(9), prepare_button=ui(True), set_cache=picked.append,
+                      set_prepared=outcomes.append)
+    assert outcomes[-1]["kind"] == "danger" and picked == [str(made)]
+    output, _ = nb.pick_cache.run(get_cache=lambda: picked[-1], get_prepared=lambda: outcomes[-1],
+                                  set_cache=picked.append)
+    assert "Could not prepare" in output.text and "is a file, not a folder: move it away" in output.text, output.text
     listed = dict(harness.prepared_caches())
     assert list(listed) == [made] and listed[made]["constants"]["TIME_BUDGET"] == 7
     assert "(tiny profile, 7 s per run, python source)" in harness.describe_cache(made, listed[made])
@@ -346,6 +368,12 @@ def test_clicking_a_point_in_chromium_shows_that_experiment_and_its_diff(tiny_ca
         page.wait_for_selector("text=Click a point", timeout=60_000)
         click_until_shown(page.locator('path[aria-label*="experiment: 2;"]').first,
                           page.get_by_text("#2: a stronger unigram"))
+        # then the baseline in the complexity chart: the last click is what shows
+        click_until_shown(page.locator('path[aria-label*="experiment: 1;"]').nth(1),
+                          page.get_by_text("#1: baseline"))
+        assert not page.get_by_text("#2: a stronger unigram").count()
+        click_until_shown(page.locator('path[aria-label*="experiment: 2;"]').nth(1),
+                          page.get_by_text("#2: a stronger unigram"))  # and back, in that chart
         page.get_by_text("diff of train.py against the best it was tried on").click()
         page.locator("pre:visible", has_text="+WEIGHT = 0.9").first.wait_for(timeout=30_000)
         cell = page.locator("td", has_text="every checkpoint after that one").first
@@ -368,6 +396,12 @@ def test_in_chromium_a_cache_is_picked_a_run_made_on_it_and_the_live_view_names_
     with served_notebook("launch", tmp_path, AUTORESEARCH_ROOT=str(repo), AUTORESEARCH_CACHE=str(tiny_cache),
                          XDG_CACHE_HOME=str(home), AUTORESEARCH_DEVICE="cpu", PYTHONPATH=str(ROOT)) as page:
         page.wait_for_selector("text=data for a new run", timeout=60_000)
+        # a cache prepared here: what it did stays shown (its cell's button is made again by the list)
+        budget = page.locator("marimo-number input").first  # "seconds of training per run", the page's first number
+        budget.fill("4")
+        budget.press("Enter")
+        page.get_by_role("button", name="prepare a tiny cache with this budget").click()
+        page.wait_for_selector("text=/Prepared .*autoresearch-tiny-4s/", timeout=180_000)
         page.locator("select").first.select_option(label=f"{other.resolve()} (tiny profile, 3 s per run, python source)")
         tag = page.get_by_role("textbox", name="tag")
         tag.fill("class")
@@ -381,6 +415,7 @@ def test_in_chromium_a_cache_is_picked_a_run_made_on_it_and_the_live_view_names_
         assert page.locator("text=/In flight: #1 \\(baseline/").count()
         page.get_by_role("button", name="stop loop").click()
         page.wait_for_selector("text=Loop stopped.", timeout=60_000)
+        assert not page.get_by_text(re.compile(r"Loop started \(pid")).count()  # what the last button did, alone
         page.wait_for_selector("text=/Now: stopped/", timeout=30_000)
         assert not page.locator("text=/In flight: #/").count()
     assert state.load(repo / "runs" / "class")["cache"] == str(other.resolve())
