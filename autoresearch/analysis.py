@@ -85,7 +85,8 @@ def summary(df: pl.DataFrame) -> dict:
     confirmations and controls included (what `autoresearch status` says); crashed counts crash and
     timeout (ran, produced no number); other counts rejected, pruned and unknown statuses. runs
     counts every run; noise is the judge's noise floor from all the runs (one run's standard
-    deviation; the latest the lab recorded where the rows cannot give it), eras the drifts seen plus one."""
+    deviation; the latest the lab recorded where the rows cannot give it), eras the drifts seen plus
+    one; gain the baseline's value less the best's (after a drift, the values they were judged at)."""
     ex = experiments(df)
     kept = ex.filter((pl.col("status") == ledger.KEEP) & pl.col("val").is_not_null())
     best = kept.row(-1, named=True) if kept.height else None
@@ -98,6 +99,10 @@ def summary(df: pl.DataFrame) -> dict:
         held = None
     noise = measurements.noise(rows).sigma or (float(recorded[-1]) if recorded.len() else None)
     best_val = held.mean if held else best["val"] if best else None
+    eras = int(df["era"].max()) if df["era"].drop_nulls().len() else 1
+    # the gain compares like with like: after a drift the best's value now is the new era's, and the
+    # baseline's is the old one's; the values the two were judged at are then what is compared
+    gain = None if not best else (base["val"] - best_val) if eras == 1 else (base["val"] - best["val"])
     counted = _count(ex, ledger.KEEP, ledger.DISCARD, *ledger.FAILED)
     return dict(
         experiments=ex.height, kept=_count(ex, ledger.KEEP), discarded=_count(ex, ledger.DISCARD),
@@ -109,9 +114,9 @@ def summary(df: pl.DataFrame) -> dict:
         best_commit=best["commit"] if best else None, best_experiment=best["experiment"] if best else None,
         best_runs=held.runs if held else int(best["runs"] or 1) if best else None,
         baseline_val=base["val"] if base else None,
-        gain=(base["val"] - best_val) if best else None,
+        gain=gain,
         noise=noise,
-        eras=int(df["era"].max()) if df["era"].drop_nulls().len() else 1,
+        eras=eras,
         total_cost_usd=float(cost.sum()) if cost.len() else None,
     )
 

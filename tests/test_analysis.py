@@ -239,6 +239,7 @@ def test_a_ledger_with_a_row_per_run(tmp_path):
     s = analysis.summary(analysis.load(path))
     held = measurements.best(ledger.read_rows(path), "bbbbbbb")
     assert (s["best_val"], s["best_runs"]) == (pytest.approx(3.40), 1) == (pytest.approx(held.mean), held.runs)
+    assert s["gain"] == pytest.approx(0.10)  # the machine slowed, not the model: its gain is as it was judged
 
     spent = {r["status"]: r for r in analysis.runs_per_verdict(df).iter_rows(named=True)}
     assert spent["keep"]["experiments"] == 2 and spent["keep"]["runs"] == 7
