@@ -177,7 +177,9 @@ def print_status(workdir: Path) -> None:
     for exp in s["in_flight"]:
         run = exp["run"] or {}
         where = f", {run['role']} s{run['seed']} on worker {run['worker']}" if run.get("worker") else ""
-        print(f"in flight: #{exp['number']} ({exp['phase']}, {len(exp['runs'])} runs so far{where}) {exp['description']}")
+        runs = len(exp["runs"])
+        print(f"in flight: #{exp['number']} ({exp['phase']}, {runs} run{'s' if runs != 1 else ''} so far{where}) "
+              f"{exp['description']}")
     print(f"loop {'running (pid %s)' % s['pid'] if s['running'] else 'not running'} | results {s['results']}")
     for r in s["last"]:
         runs = f"x{r['runs']}" if r["runs"] and r["runs"] != "1" else ""
