@@ -79,6 +79,19 @@ def _count(df: pl.DataFrame, *statuses: str) -> int:
     return int(df.filter(pl.col("status").is_in(list(statuses))).height)
 
 
+def judged_rows(df: pl.DataFrame) -> list[dict]:
+    """The ledger's rows as the judge reads them (measurements: dicts of strings)."""
+    return df.select([pl.col(c).cast(pl.Utf8) for c in ledger.COLUMNS]).to_dicts()
+
+
+def noise_floor(df: pl.DataFrame, rows: list[dict] | None = None) -> float | None:
+    """One run's standard deviation as the judge estimates it from all the runs (as `status` says);
+    the latest the lab recorded where the rows cannot give it (an older ledger)."""
+    recorded = df["noise"].drop_nulls()
+    return measurements.noise(judged_rows(df) if rows is None else rows).sigma or \
+        (float(recorded[-1]) if recorded.len() else None)
+
+
 def summary(df: pl.DataFrame) -> dict:
     """The headline numbers, per experiment. best_* is the lab's current best (the last keep), its
     value as the judge holds it now: the mean over its best_runs runs since the last drift, later
@@ -92,12 +105,10 @@ def summary(df: pl.DataFrame) -> dict:
     best = kept.row(-1, named=True) if kept.height else None
     base = kept.row(0, named=True) if kept.height else None
     cost = df["cost_usd"].drop_nulls()
-    recorded = df["noise"].drop_nulls()
-    rows = df.select([pl.col(c).cast(pl.Utf8) for c in ledger.COLUMNS]).to_dicts()  # as the judge reads them
+    rows = judged_rows(df)
     held = measurements.best(rows, best["commit"]) if best else None
     if held is not None and held.mean is None:
         held = None
-    noise = measurements.noise(rows).sigma or (float(recorded[-1]) if recorded.len() else None)
     best_val = held.mean if held else best["val"] if best else None
     eras = int(df["era"].max()) if df["era"].drop_nulls().len() else 1
     # the gain compares like with like: after a drift the best's value now is the new era's, and the
@@ -115,7 +126,7 @@ def summary(df: pl.DataFrame) -> dict:
         best_runs=held.runs if held else int(best["runs"] or 1) if best else None,
         baseline_val=base["val"] if base else None,
         gain=gain,
-        noise=noise,
+        noise=noise_floor(df, rows),
         eras=eras,
         total_cost_usd=float(cost.sum()) if cost.len() else None,
     )
@@ -452,8 +463,8 @@ def setup(df: pl.DataFrame) -> dict:
     agents = [a for a in _values(df, "agent") if a not in ("baseline", "noise")]
     confidence = keep_confidence(df)
     policy = listed("policy") + (f" (a keep is {confidence} sure)" if confidence else "")
-    s = summary(df)
-    noise = "not measured" if s["noise"] is None else f"±{s['noise']:.4f} bpb per run"
+    sigma = noise_floor(df)
+    noise = "not measured" if sigma is None else f"±{sigma:.4f} bpb per run"
     return dict(device=listed("device"), profile=listed("profile"),
                 time_budget=listed("time_budget", seconds),
                 data=listed("data_hash", lambda v: v[:12]), tokenizer=listed("tokenizer_hash", lambda v: v[:12]),

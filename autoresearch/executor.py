@@ -69,6 +69,11 @@ def run_timeout(budget: float, allowance: float | None = None) -> float:
     return budget + (allowance if allowance is not None else max(180.0, budget))
 
 
+def evaluator_timeout(run: float) -> float:
+    """What the evaluator is given to start, and again to score, beside a run given `run` seconds."""
+    return max(run, EVALUATOR_TIMEOUT)
+
+
 def require_harness_package(workdir: Path, protected: dict[str, str]):
     """A run begun with the monolithic prepare.py of before (no harness/) cannot be evaluated here."""
     if "harness/manifest.py" not in protected:
@@ -85,7 +90,7 @@ class LocalExecutor:
         self.manifest = harness.read_manifest(cache)
         budget = self.manifest["constants"]["TIME_BUDGET"]
         self.timeout = run_timeout(budget, allowance)
-        self.evaluator_timeout = max(self.timeout, EVALUATOR_TIMEOUT)
+        self.evaluator_timeout = evaluator_timeout(self.timeout)
         self.handoff = self.workdir / ".lab" / "handoff"
         self.program = self.handoff / "model.pt2"  # where evaluate_bpb writes the model, under the lab
         # before any sandbox starts: one binds in only what exists (a new worker's worktree has no .lab yet)

@@ -380,7 +380,7 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
     best's runs of this era (`speeds`) explain: at the same share of the budget it has then seen fewer
     tokens, for the machine's load or for its own change, and only its final score can say which. (A
     faster one that is worse there has seen more tokens and is still worse: it is held to the curves.)"""
-    speeds = list(speeds)
+    speeds = [s for s in speeds if s]  # a row of an older ledger may have none
     slower = speed_moved(speed, speeds) and speed < stats.median(speeds)
     if not policy.prune or not reference or not points or slower:
         return None

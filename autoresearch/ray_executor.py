@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from . import harness, ledger, runner, sandbox
-from .executor import EVALUATOR_TIMEOUT, run_timeout
+from .executor import evaluator_timeout, run_timeout
 from .workspace import LabError
 
 POLL = 0.5         # seconds between looks at a worker's progress
@@ -133,7 +133,7 @@ class RayExecutor:
         budget = manifest["constants"]["TIME_BUDGET"]
         # a run on a worker: its evaluator ready, train.py, its scoring
         train = run_timeout(budget, allowance)
-        self.timeout = train + 2 * max(train, EVALUATOR_TIMEOUT) + MARGIN
+        self.timeout = train + 2 * evaluator_timeout(train) + MARGIN
         self.data_hash = manifest["data_hash"]
         address = address or os.environ.get("RAY_ADDRESS") or None
         self.started_ray = not ray.is_initialized()

@@ -121,8 +121,7 @@ class Recorder:
         added, removed = exp.get("lines", (0, 0))
         score = verdict.mean + self.policy.lam * (added - removed) if verdict.mean is not None else None
         return dict(status=verdict.status, val_bpb=verdict.mean, runs=verdict.runs, diff=c.diff, diff_low=c.low,
-                    confidence=None if self.policy.single else self.policy.confidence,
-                    diff_high=c.high, score=score, lines_added=added, lines_removed=removed,
+                    diff_high=c.high, confidence=None if self.policy.single else self.policy.confidence, score=score, lines_added=added, lines_removed=removed,
                     reason=verdict.reason, **exp.get("usage", {}))
 
     def verdict_only(self, exp: dict, verdict: Verdict, era: int, noise: Noise) -> dict:
@@ -164,5 +163,5 @@ class Recorder:
             sure = f" | {self.policy.confidence:.0%} sure it is better" if c.n else ""
         elif c.low is not None and c.low < 0 < c.high:
             sure = " | within the noise"
-        self.display.say(f"   #{exp['number']} => {status:<8} val_bpb {verdict.mean:.6f} ({runs}){interval(verdict)}{sure} | "
-                         f"+{added}/-{removed} lines")
+        self.display.say(f"   #{exp['number']} => {status:<8} val_bpb {verdict.mean:.6f} ({runs}){interval(verdict)}"
+                         f"{sure} | +{added}/-{removed} lines")

@@ -74,9 +74,12 @@ def common_dir(cwd) -> Path:
         return Path(repo.common_dir).resolve()
 
 
+TAG_RULE = "letters, digits, '.', '_' and '-'"  # what a run's tag may hold
+
+
 def valid_tag(tag: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", tag) or tag.endswith(".lock") or ".." in tag:
-        raise LabError(f"bad tag {tag!r}: use letters, digits, '.', '_' and '-'")
+        raise LabError(f"bad tag {tag!r}: use {TAG_RULE}")
     return tag
 
 

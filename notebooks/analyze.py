@@ -176,8 +176,8 @@ def _(df, lam):
         "Each dashed line joins the points of equal penalized score, val_bpb + λ × net lines: a change "
         "that adds lines must lower val_bpb by λ per line to score the same, one that deletes lines may cost "
         "that much. The shaded region is where a score beats the best's: a keep needs that, and the judge "
-        "also needs it shown beyond the noise. Move λ to see how much it matters here: the search agent's changes are about ±1 line each, so for them λ barely moves the "
-        "verdict; a coding agent's edits of tens of lines feel it.")])
+        "also needs it shown beyond the noise. Move λ to see how much it matters here: the search agent's "
+        "changes are about ±1 line each, so for them λ barely moves the verdict; a coding agent's edits of tens of lines feel it.")])
     return (complexity,)
 
 

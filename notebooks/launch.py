@@ -276,8 +276,8 @@ def live_view(get_changed, refresh, tag):
             workspace.valid_tag(_tag)
             _why = f"No run tagged `{_tag}` yet. Press **init run** to create it."
         except LabError:  # what init would refuse: say so here, before it is pressed
-            _why = ("Type a tag in the **tag** box: letters, digits, `.`, `_` and `-`, e.g. `alice`." if not _tag else
-                    f"`{_tag}` cannot be a tag: use letters, digits, `.`, `_` and `-` (e.g. `alice`).")
+            _why = (f"Type a tag in the **tag** box: {workspace.TAG_RULE}, e.g. `alice`." if not _tag else
+                    f"`{_tag}` cannot be a tag: use {workspace.TAG_RULE} (e.g. `alice`).")
         _view = mo.callout(mo.md(_why), kind="neutral")
     if info is not None:
         _rows, _cur = info["rows"], info["current"]

@@ -170,6 +170,7 @@ def test_early_abort_waits_for_the_end_when_the_candidate_trains_at_another_spee
     # faster, and still worse: more tokens seen at each checkpoint did not help it
     assert prune(behind, reference, spread, 42, policy, 9400.0, best_speeds).startswith("pruned at 30%")
     assert prune(behind, reference, spread, 42, policy, 2100.0, []).startswith("pruned")  # no speeds known
+    assert prune(behind, reference, spread, 42, policy, 2100.0, [None, *best_speeds]) is None  # one not recorded
 
 
 # --- the guarantees, by simulation ---------------------------------------------------------------
