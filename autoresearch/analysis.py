@@ -583,8 +583,9 @@ def comparison(frames: dict[str, pl.DataFrame]) -> pl.DataFrame:
     schema = {"run": pl.Utf8, "change from its baseline": pl.Utf8, "experiments": pl.Int64, "kept": pl.Int64,
               "baseline val_bpb": pl.Float64, "best val_bpb": pl.Float64, "noise": pl.Utf8, "device": pl.Utf8,
               "profile": pl.Utf8, "budget": pl.Utf8, "_order": pl.Float64}
-    table = pl.DataFrame(rows, schema=schema).sort("_order").drop("_order")
-    return table.with_row_index("rank", offset=1).with_columns(pl.col("rank").cast(pl.Int64))
+    table = pl.DataFrame(rows, schema=schema).sort("_order", "run", maintain_order=True)
+    rank = pl.col("_order").rank("min").cast(pl.Int64).alias("rank")  # equal gains share a rank: 1, 2, 2, 4
+    return table.select(rank, pl.exclude("_order"))
 
 
 def comparison_chart(frames: dict[str, pl.DataFrame]) -> alt.Chart:

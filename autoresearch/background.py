@@ -212,7 +212,7 @@ def live(root, tag) -> dict:
     if in_flight:
         exp = in_flight[0]
         run = exp.get("run")
-        mine = [r for i, r in enumerate(rows) if measurements.experiment_of(r, i) == exp["number"]]
+        mine = measurements.rows_of(rows, exp["number"])
         current = dict(number=exp["number"], description=exp.get("description", ""), agent=exp.get("agent", ""),
                        started=exp.get("started", ""), phase=exp.get("phase", ""),
                        commit=(exp.get("commit") or "")[:7], runs=mine,

@@ -150,7 +150,7 @@ def status_of(workdir: Path) -> dict:
     pid = state.is_running(workdir)
     in_flight = []
     for exp in st.get("experiments", []):
-        mine = [r for i, r in enumerate(rows) if measurements.experiment_of(r, i) == exp["number"]]
+        mine = measurements.rows_of(rows, exp["number"])
         in_flight.append(dict(number=exp["number"], phase=exp["phase"], description=exp.get("description", ""),
                               commit=(exp.get("commit") or "")[:7], run=exp.get("run"),
                               runs=[{k: r[k] for k in ("commit", "role", "seed", "run_bpb")} for r in mine]))
@@ -263,7 +263,7 @@ def print_demo_summary(workdir: Path, in_flight=()) -> None:
     if not keeps:
         print("no experiment was shown better than the baseline beyond the noise this time")
     for exp in in_flight:
-        runs = sum(1 for i, r in enumerate(rows) if measurements.experiment_of(r, i) == exp["number"])
+        runs = len(measurements.rows_of(rows, exp["number"]))
         print(f"#{exp['number']} ({exp.get('description', '')}) was still being measured ({runs} run"
               f"{'s' if runs != 1 else ''} so far): continuing the run finishes it")
     print("what it means: val_bpb is how many bits the model needs per byte of text it never trained on, so lower "

@@ -26,6 +26,11 @@ def experiment_of(row: dict, index: int) -> int:
     return number(row.get("experiment"), int) or index + 1
 
 
+def rows_of(rows: list[dict], experiment: int) -> list[dict]:
+    """The ledger rows of one experiment, in order."""
+    return [r for i, r in enumerate(rows) if experiment_of(r, i) == experiment]
+
+
 def run_value(row: dict) -> float | None:
     """What this row's run measured (an older ledger's val_bpb was its one run's)."""
     if row.get("role") == "verdict":

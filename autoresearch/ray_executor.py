@@ -183,7 +183,7 @@ class RayExecutor:
             if device != self.device or mode != self.sandbox:
                 self.notes.append(f"worker {name} runs on {device} ({mode}), not {self.device} ({self.sandbox}): "
                                   f"left out, results are local to the hardware")
-                self.ray.kill(actor)
+                self.kill(actor)
                 continue
             self.names[actor] = name
             self.workers.append(actor)
@@ -192,24 +192,50 @@ class RayExecutor:
         return self.device
 
     def replace(self, dead):
-        """A worker in place of one that died (same device, else none)."""
+        """A worker in place of one that died (same device, else none). While the new one waits to be
+        placed, Ray is watched: with no live node left (a local Ray whose raylet was killed, a cluster
+        whose nodes are gone) nothing can run, and the loop stops with LabError, resumable."""
         if dead in self.workers:
             self.workers.remove(dead)
-        try:
-            self.ray.kill(dead)
-        except Exception:  # already gone: what we wanted
-            pass
+        self.kill(dead)
+        self.require_live_node()
         actor, ref = self.spawn()
+        t0 = time.time()
+        while not self.ray.wait([ref], timeout=4 * POLL)[0]:
+            if time.time() - t0 > self.timeout:
+                self.kill(actor)
+                return None
+            try:
+                self.require_live_node()
+            except LabError:
+                self.kill(actor)
+                raise
         try:
-            name, device, mode = self.ray.get(ref, timeout=self.timeout)
+            name, device, mode = self.ray.get(ref)
         except self.ray.exceptions.RayError:
             return None
         if device != self.device:
-            self.ray.kill(actor)
+            self.kill(actor)
             return None
         self.names[actor] = name
         self.workers.append(actor)
         return actor
+
+    def require_live_node(self) -> None:
+        try:
+            alive = any(node.get("Alive") for node in self.ray.nodes())
+        except Exception:  # its control store is gone too
+            alive = False
+        if not alive:
+            raise LabError("Ray has no live node left (its raylet was stopped, or the cluster's nodes are gone): the "
+                           "loop stops here; start the cluster again if it is one, then `autoresearch run` resumes "
+                           "the runs in flight")
+
+    def kill(self, actor) -> None:
+        try:
+            self.kill(actor)
+        except Exception:  # already gone: what we wanted
+            pass
 
     def start_ahead(self) -> None:
         for actor in self.workers:
@@ -241,7 +267,7 @@ class RayExecutor:
                 return runner.RunResult(status=ledger.CRASH, seconds=0.0,
                                         reason=f"worker {self.names.get(actor, '?')}: {cause(e)}")
             except Hung as e:
-                self.ray.kill(actor)
+                self.kill(actor)
                 actor = self.replace(actor)
                 if actor is not None:
                     self.idle.put(actor)
@@ -290,7 +316,7 @@ class RayExecutor:
                 self.ray.get(actor.close.remote(), timeout=30)
             except self.ray.exceptions.RayError:
                 pass
-            self.ray.kill(actor)
+            self.kill(actor)
         self.workers = []
         if self.started_ray:
             self.ray.shutdown()

@@ -26,6 +26,7 @@ best moved while it ran) is replayed on the best and measured again there before
 """
 from __future__ import annotations
 
+import math
 import os
 import queue
 import signal
@@ -68,16 +69,20 @@ def init_run(root: Path, tag: str, cache=None) -> Path:
 
 def countdown(elapsed: float, ended: int, max_experiments: int | None, max_hours: float | None) -> str:
     """" (experiment k of n, about m min left)" for a loop given a number of experiments: the time left
-    from the pace so far, never beyond the hours allowed; empty without a number."""
+    from the pace so far. Where the hours allowed end first, n is the number the pace lets start
+    before then ("of about n"). Empty without a number."""
     if max_experiments is None:
         return ""
-    text = f" (experiment {ended + 1} of {max_experiments}"
+    total, left = f"{max_experiments}", None
     if ended:
-        left = elapsed / ended * (max_experiments - ended)
-        if max_hours is not None:
-            left = min(left, max(0.0, max_hours * 3600 - elapsed))
-        text += f", about {max(1, round(left / 60))} min left"
-    return text + ")"
+        pace = elapsed / ended
+        left = pace * (max_experiments - ended)
+        allowed = None if max_hours is None else max(0.0, max_hours * 3600 - elapsed)
+        if allowed is not None and allowed < left:
+            left = allowed
+            total = f"about {min(max_experiments, ended + max(1, math.ceil(allowed / pace)))}"
+    text = f" (experiment {ended + 1} of {total}"
+    return text + (f", about {max(1, round(left / 60))} min left)" if left is not None else ")")
 
 
 class Stopped(BaseException):
@@ -193,7 +198,7 @@ class Scheduler:
         self.save()
 
     def resume(self, exp, rows):
-        mine = [r for i, r in enumerate(rows) if measurements.experiment_of(r, i) == exp["number"]]
+        mine = measurements.rows_of(rows, exp["number"])
         verdict = next((r for r in mine if r["status"] in ledger.VERDICTS), None)
         if verdict is not None:  # recorded; only the branch was not moved yet
             self.finish(exp, verdict["status"], measurements.number(verdict["val_bpb"]))
@@ -455,7 +460,7 @@ class Scheduler:
         workspace.attach(self.workdir, self.state["branch"])
         workspace.reset_to(self.workdir, self.best)
         self.save()
-        self.display.say(f"   stopped; #{exp['number']} will run again from this run on the next `autoresearch run`")
+        self.display.say(f"   stopped; #{exp['number']}'s unfinished run will run again on the next `autoresearch run`")
 
     # --- the loop ------------------------------------------------------------------------------
 

@@ -308,6 +308,25 @@ def test_runs_measured_differently_are_said_to_differ_in_what_and_runs_alike_are
     assert "device" not in said
 
 
+def test_a_leaderboard_ranks_by_gain_and_equal_gains_share_a_rank(tmp_path):
+    """A workshop: one participant lowered their baseline, two kept nothing (a gain of 0 each), one has no
+    baseline yet. Ranks go 1, 2, 2, 4: the two who kept nothing are not put in an order by chance."""
+    def only_baseline(name, value):
+        path = tmp_path / name / "results.tsv"
+        path.parent.mkdir()
+        ledger.append(path, dict(experiment=1, commit="aaaaaaa", role="baseline", seed=42, run_bpb=value, val_bpb=value,
+                                 status="keep", description="baseline", runs=1))
+        return path
+    (tmp_path / "ann").mkdir()
+    frames = {"ann": analysis.load(write_runs(tmp_path / "ann" / "results.tsv")),
+              "zoe": analysis.load(only_baseline("zoe", 3.1)), "bob": analysis.load(only_baseline("bob", 2.9)),
+              "eve": analysis.load(pl.DataFrame())}
+    board = analysis.comparison(frames)
+    assert board.columns[:3] == ["rank", "run", "change from its baseline"]
+    assert board["run"].to_list() == ["ann", "bob", "zoe", "eve"]
+    assert board["rank"].to_list() == [1, 2, 2, 4]
+
+
 def test_a_log_s_tail_skips_the_exit_noise_and_the_lab_s_lines_start_their_own(tmp_path):
     """torch's triton extension prints ~30 lines of 'leaked' objects as train.py's Python exits, the
     last without a newline: the lab's evaluator line still starts a line, and the tail a reader sees

@@ -373,7 +373,9 @@ def test_a_loop_given_a_number_of_experiments_says_which_one_runs_and_the_time_l
     from autoresearch.scheduler import countdown
     assert countdown(0.0, 0, 5, None) == " (experiment 1 of 5)"
     assert countdown(120.0, 2, 5, None) == " (experiment 3 of 5, about 3 min left)"  # 60 s each so far
-    assert countdown(120.0, 2, 5, 0.05) == " (experiment 3 of 5, about 1 min left)"  # 3 min allowed in all
+    assert countdown(120.0, 2, 5, 0.05) == " (experiment 3 of about 3, about 1 min left)"  # 3 min allowed in all
+    assert countdown(120.0, 2, 13, 0.1) == " (experiment 3 of about 6, about 4 min left)"  # 4 min left: 4 more start
+    assert countdown(120.0, 2, 4, 1.0) == " (experiment 3 of 4, about 2 min left)"  # the number ends first
     assert countdown(10.0, 1, None, 1.0) == ""
 
 

@@ -158,6 +158,46 @@ def test_the_driver_killed_with_9_resumes_the_runs_in_flight(run, tmp_path):
     assert wait_for(lambda: not worker_pids(repo), timeout=30, what="no train.py left"), "a run outlived its loop"
 
 
+def children_named(pid: int, name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == name and \
+                    int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_ray_losing_its_only_node_stops_the_loop_with_the_reason_and_the_next_run_resumes(run, tmp_path):
+    """The lab's local Ray loses its raylet mid-run (the node is gone): no worker can be placed again, so
+    the loop stops in one line instead of waiting on a worker that can never start; nothing is torn,
+    and `autoresearch run` again finishes what was in flight."""
+    repo, workdir, cache = run
+    slower = [{"description": d, "train_py": t.replace("SLEEP = 2.0\n", "SLEEP = 8.0\n")} for d, t in (("A", A), ("B", B))]
+    replay = write_replay(tmp_path / "r.jsonl", slower)
+    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO)
+    try:
+        wait_for(lambda: sum(bool((e.get("run") or {}).get("worker")) for e in in_flight(workdir)) == 2,
+                 timeout=240, what="two candidates training at once")
+        raylets = children_named(loop.pid, "raylet")
+        assert len(raylets) == 1, raylets
+        os.kill(raylets[0], signal.SIGKILL)
+        out, _ = loop.communicate(timeout=300)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+    assert loop.returncode == 2, out
+    assert out.strip().splitlines()[-1].startswith("error: Ray has no live node left"), out[-2000:]
+    check_invariants(workdir)
+    assert wait_for(lambda: not worker_pids(repo), timeout=60, what="no train.py left"), "a run outlived its loop"
+    again = cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rows = check_invariants(workdir)
+    assert sorted(r["description"] for r in verdicts(rows)) == ["A", "B", "baseline"]
+
+
 def test_a_worker_whose_cache_differs_from_the_drivers_is_refused(run):
     from autoresearch import guard
     from autoresearch.ray_executor import RayExecutor
