@@ -78,7 +78,28 @@ class Evaluator:
             self.note(line)
 
     def score(self, program: Path, timeout: float) -> Scored:
-        """The hand-off `program` scored: ok with its val_bpb, rejected or crash with the reason."""
+        """The hand-off `program` scored: ok with its val_bpb, rejected or crash with the reason. An
+        evaluator that exits while it scores (killed from outside, or the model's doing) is started
+        again and given the hand-off once more: only a second exit is the run's crash."""
+        exited = None
+        for _ in range(2):
+            scored = self.score_once(program, timeout)
+            if scored is not None:
+                return scored
+            why, self.proc = self.exit_reason(), None
+            exited = f"the evaluator exited ({why[:200]})" if exited is None else f"{exited}, and again when started anew"
+        return Scored(ledger.CRASH, reason=exited)
+
+    def exit_reason(self) -> str:
+        """Why the process ended: a signal (bwrap passes its child's on as 128 + N), else what it said last."""
+        code = self.proc.returncode
+        if code is not None and (code < 0 or code > 128):
+            return f"killed by signal {-code if code < 0 else code - 128}"
+        said = [line for line in self.tail if not line.startswith("READY ")]
+        return said[-1] if said else f"exit code {code}"
+
+    def score_once(self, program: Path, timeout: float) -> Scored | None:
+        """One try; None if the evaluator exited before it answered."""
         self.start()
         try:
             self.proc.stdin.write(json.dumps({"program": str(program)}) + "\n")
@@ -94,9 +115,7 @@ class Evaluator:
                 return Scored(ledger.CRASH, reason=f"the evaluator gave no result in {timeout:.0f}s: killed")
             if line is None:
                 self.proc.wait()
-                why = self.tail[-1] if self.tail else f"exit code {self.proc.returncode}"
-                self.proc = None
-                return Scored(ledger.CRASH, reason=f"the evaluator exited ({why[:200]})")
+                return None
             if line.startswith("RESULT "):
                 break
             self.note(line)
