@@ -4,8 +4,9 @@ stand-in whose run costs a fixed sleep, so that a few cores simulate many GPUs: 
 with a custom resource (`ray start --head --resources '{"sim_gpu": 8}'`), each worker asking for one
 unit of it (AUTORESEARCH_RAY_RESOURCE).
 
-Each N runs 2·N null experiments (one run each, `--policy single`, each discarded) after the baseline, so every N
-fills its workers twice; the rate counts from the first candidate's start to the last one's end.
+Each N runs 2·N null experiments (one run each, `--policy single`, each discarded) after the baseline
+(one run, not counted), so every N fills its workers twice; the rate counts from the first
+candidate's start to the last one's end.
 Beside it: each N's rate against N times the rate at N=1 (the target is >= 0.9 at 8), the median
 seconds of a run (train.py and its scoring) and the lab's own seconds per run outside it.
 
@@ -90,7 +91,7 @@ def one(n: int, tmp: Path, cache: Path, sleep: float, address: str) -> dict:
     subprocess.run([*cli, "init", "--tag", "s"], cwd=repo, env=env, check=True, capture_output=True)
     t0 = time.time()
     out = subprocess.run([*cli, "run", "--tag", "s", "--agent", f"replay:{replay}", "--policy", "single",
-                          "--workers", str(n), "--ray-address", address], cwd=repo, env=env, capture_output=True,
+                          "--baseline-runs", "1", "--workers", str(n), "--ray-address", address], cwd=repo, env=env, capture_output=True,
                          text=True)
     wall = time.time() - t0
     if out.returncode != 0:
