@@ -13,9 +13,10 @@ each line `{"program": PATH}` on stdin with one line `RESULT {json}`:
   checked again;
 - the logits for every validation row are computed by the program, the loss of each target token
   here, by prepare.score_rows (the program never receives the targets);
-- a causality probe: the first batch again with the tokens from a cut onward replaced (a cut per
-  row, at 1, T/4, T/2, T-1 and random places); the logits before each cut must not move by more than
-  the float32 rounding of their size;
+- a causality probe: 16 validation rows (a batch, if the model was exported for more) with the tokens
+  from a cut onward replaced (a cut per row, at 1, T/4, T/2, T-1 and random places), in as many calls
+  as the exported batch takes; the logits before each cut must not move by more than the float32
+  rounding of their size;
 - bounds: a value that is not finite, not above 0, or above a uniform model's is rejected.
 
 Its statuses: "ok" (val_bpb and the record), "rejected" (the hand-off broke a rule: reason) or
@@ -46,6 +47,7 @@ STRUCTURAL = {"_operator.getitem"}
 FORBIDDEN_ARGS = {"as_graph", "as_custom_obj", "as_operator", "as_sym_int", "as_sym_ints", "as_sym_bool",
                   "as_sym_bools", "as_sym_float", "as_sym_floats", "as_expr"}
 UNIFORM_SLACK = 1e-6  # a uniform model itself scores its bound, give or take float rounding
+PROBE_ROWS = 16  # rows the causality probe cuts, whatever batch the model was exported for
 PROBE_TOLERANCE = 64  # in float32 epsilons times (1 + the largest logit): rounding, never a signal
 
 
@@ -213,7 +215,6 @@ class Scorer:
             raise Rejected(f"the hand-off's weights lie on {len(devices)} devices: one is expected")
         device, batch = devices.pop(), idx.shape[0]
         module = program.module()
-        first = {}
 
         def logits_of(x):
             n = x.size(0)
@@ -221,10 +222,7 @@ class Scorer:
             logits = module(padded)
             if not isinstance(logits, torch.Tensor) or not logits.is_floating_point():
                 raise Rejected("the hand-off must return a tensor of logits")
-            logits = logits[:n]
-            if not first:
-                first.update(x=x.clone(), logits=logits.detach().float().clone())
-            return logits
+            return logits[:n]
 
         with torch.no_grad():
             try:
@@ -233,7 +231,7 @@ class Scorer:
             except ValueError as e:
                 raise Rejected(str(e)) from None
             t_eval = time.time()
-            probe = self.probe(module, first["x"], first["logits"], batch)
+            probe = self.probe(module, batch, device)
         val_bpb, uniform_bpb = nats / (math.log(2) * nbytes), uniform_nats / (math.log(2) * nbytes)
         if not math.isfinite(val_bpb) or val_bpb <= 0:
             raise Rejected(f"val_bpb {val_bpb} is not physically possible")
@@ -244,23 +242,36 @@ class Scorer:
                     eval_seconds=round(t_eval - t0, 3), probe_seconds=round(time.time() - t_eval, 3),
                     profile=self.manifest["profile"], data_hash=self.manifest["data_hash"], time=time.time())
 
-    def probe(self, module, x, logits, batch) -> dict:
-        """The first batch with each row's tokens from its cut onward replaced: the logits before the
-        cut must stay where they were (the model may not see the future)."""
+    def probe(self, module, batch, device) -> dict:
+        """PROBE_ROWS validation rows (at least one batch), each with its tokens from a cut onward
+        replaced: the logits before the cut must stay where they were (the model may not see the
+        future). As many calls as that takes at the exported batch: a model exported for one row is
+        probed at as many cuts as any other, most of them at places it cannot know."""
         torch = self.torch
-        n, T = x.shape
+        T = self.T
         rng = random.Random(os.urandom(16))
-        cuts = [c for c in (1, T // 4, T // 2, T - 1)][:n] + [rng.randrange(1, T) for _ in range(n - 4)]
+        n = max(PROBE_ROWS, batch)
+        x = self.prepare.to_device(self.rows[[k % len(self.rows) for k in range(n)]], device)[:, :T].contiguous()
+        fixed = (1, T // 4, T // 2, T - 1)
+        cuts = [fixed[k] if k < len(fixed) else rng.randrange(1, T) for k in range(n)]
         changed = x.clone()
         for row, cut in enumerate(cuts):
             shift = torch.tensor([rng.randrange(1, self.vocab) for _ in range(T - cut)], device=x.device)
             changed[row, cut:] = (changed[row, cut:] + shift) % self.vocab
-        padded = torch.cat([changed, changed.new_zeros(batch - n, T)]) if n < batch else changed
-        after = module(padded)[:n].float()
-        tolerance = PROBE_TOLERANCE * torch.finfo(torch.float32).eps * (1 + logits.abs().max().item())
+
+        def logits(inputs):
+            out = []
+            for i in range(0, n, batch):
+                part = inputs[i:i + batch]
+                padded = torch.cat([part, part.new_zeros(batch - part.size(0), T)]) if part.size(0) < batch else part
+                out.append(module(padded)[:part.size(0)].float())
+            return torch.cat(out)
+
+        before, after = logits(x), logits(changed)
+        tolerance = PROBE_TOLERANCE * torch.finfo(torch.float32).eps * (1 + before.abs().max().item())
         worst, where = 0.0, None
         for row, cut in enumerate(cuts):
-            moved = (after[row, :cut] - logits[row, :cut]).abs().max().item()
+            moved = (after[row, :cut] - before[row, :cut]).abs().max().item()
             if not moved <= tolerance:  # NaN included
                 raise Rejected(f"the model sees the future: changing tokens from position {cut} on moved the "
                                f"logits before it by {moved:.3g} (tolerance {tolerance:.2g})")

@@ -137,7 +137,8 @@ class LocalExecutor:
         git_dir = workspace.common_dir(self.workdir)
         outer = [Path.home(), git_dir.parent if git_dir.name == ".git" else None]
         hidden = (*[p for p in outer if p and p.is_dir() and p != Path("/")], self.workdir / ".lab")
-        run = sandbox.Sandbox(self.workdir, readable=(directory, git_dir, *python), hidden=hidden,
+        # climbmix's shards, the validation one among them, stay in the cache's downloads: not the run's
+        run = sandbox.Sandbox(self.workdir, readable=(directory, git_dir, *python), hidden=(*hidden, directory / "downloads"),
                               writable=(self.handoff, harness.compile_cache_dir()), stand_ins=tuple(stand_ins))
         package = Path(__file__).resolve().parent  # the evaluator's own code, wherever the lab is (under /tmp too)
         scoring = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, self.harness_copy, package, *python),

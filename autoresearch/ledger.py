@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 from pathlib import Path
 
 COLUMNS = [
@@ -53,13 +54,22 @@ FORMATS = {"val_bpb": "{:.6f}", "run_bpb": "{:.6f}", "score": "{:.6f}", "diff": 
            "tokens_per_s": "{:.0f}", "cost_usd": "{:.4f}"}
 
 
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # terminal escapes among them: a cell is printed as it is
+
+
+def one_line(text) -> str:
+    """Text as one printable line: whitespace runs as one space, control characters gone."""
+    return CONTROL.sub("", " ".join(str(text).split()))
+
+
 def clean(column: str, value) -> str:
-    """One cell: no tabs or newlines, numbers at the column's precision, None as empty."""
+    """One cell: one printable line (no tabs, newlines or terminal escapes), numbers at the column's
+    precision, None as empty."""
     if value is None:
         return ""
     if isinstance(value, float) and column in FORMATS:
         value = FORMATS[column].format(value)
-    return " ".join(str(value).split())
+    return one_line(value)
 
 
 def append(path: Path, row: dict) -> None:

@@ -59,6 +59,7 @@ def check(workdir: Path, proposal: Proposal, protected: dict, parent: str) -> st
 
 
 def describe(proposal: Proposal) -> str:
-    """The description as one line of valid text (a lone surrogate becomes '?'), at most 300 characters."""
-    text = " ".join(str(proposal.description or "").split())[:300]
+    """The description as one printable line of valid text (a lone surrogate becomes '?', a terminal
+    escape is dropped), at most 300 characters."""
+    text = ledger.one_line(proposal.description or "")[:300]
     return text.encode("utf-8", "replace").decode("utf-8") or "(no description)"

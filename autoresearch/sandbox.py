@@ -82,8 +82,12 @@ class Sandbox:
             for device in sorted(glob.glob(pattern)):
                 args += ["--dev-bind", device, device]
         workdir = Path(self.workdir)
-        inside = [p for p in self.hidden if Path(p).is_dir() and Path(p).is_relative_to(workdir)]
-        for path in [p for p in self.hidden if Path(p).is_dir() and p not in inside]:
+        hidden = [Path(p) for p in self.hidden if Path(p).is_dir()]
+        # covered after what they lie in is bound: inside the worktree, or inside a readable folder
+        # (a prepared cache's downloads, whose validation shard a run must not read)
+        late = [p for p in hidden if any(p.is_relative_to(r) and p != Path(r) for r in self.readable)]
+        inside = [p for p in hidden if p.is_relative_to(workdir) and p not in late]
+        for path in [p for p in hidden if p not in inside and p not in late]:
             args += ["--tmpfs", str(path)]  # first: the worktree may lie below it (a home directory)
         if workdir.exists():
             args += ["--ro-bind", str(workdir), str(workdir)]
@@ -92,6 +96,8 @@ class Sandbox:
         for path in self.readable:
             if Path(path).exists():
                 args += ["--ro-bind", str(path), str(path)]
+        for path in late:
+            args += ["--tmpfs", str(path)]
         for path, stand_in in self.stand_ins:
             args += ["--ro-bind", str(stand_in), str(path)]
         for path in self.writable:

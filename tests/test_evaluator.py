@@ -108,6 +108,31 @@ def test_a_model_that_sees_the_future_is_rejected(use_cache, evaluator, tmp_path
     assert scored.val_bpb is None
 
 
+class PeeksAwayFromTheFixedCuts(Honest):
+    """Sees the next token everywhere but at the positions a fixed cut would catch (0, T/4 - 1,
+    T/2 - 1, T - 2): only cuts at places it cannot know find it."""
+
+    def forward(self, x, y=None, reduction="mean"):
+        logits = super().forward(x)
+        T = x.size(1)
+        mask = torch.full((T,), 30.0)
+        mask[[0, T // 4 - 1, T // 2 - 1, T - 2, T - 1]] = 0.0
+        following = torch.cat([x[:, 1:], x[:, :1]], dim=1)
+        return logits + mask[None, :, None] * nn.functional.one_hot(following, logits.size(-1)).to(logits.dtype)
+
+
+@pytest.mark.parametrize("batch", [1, 2, 16])
+def test_a_model_that_sees_the_future_is_rejected_whatever_batch_it_was_exported_for(use_cache, evaluator, tmp_path,
+                                                                                      batch):
+    """A model exported for one row is probed at as many cuts as one exported for sixteen."""
+    scored = evaluator.score(hand_off(SeesTheFuture(), tmp_path / "m.pt2", batch=batch), timeout=300)
+    assert scored.status == ledger.REJECTED and "sees the future" in scored.reason, scored.reason
+    scored = evaluator.score(hand_off(PeeksAwayFromTheFixedCuts(), tmp_path / "p.pt2", batch=batch), timeout=300)
+    assert scored.status == ledger.REJECTED and "sees the future" in scored.reason, scored.reason
+    honest = evaluator.score(hand_off(Honest(), tmp_path / "h.pt2", batch=batch), timeout=300)
+    assert honest.status == runner.OK and honest.record["probe"]["cuts"] >= 16, honest
+
+
 def test_values_no_real_model_reaches_are_rejected(use_cache, evaluator, tmp_path):
     scored = evaluator.score(hand_off(WorseThanNothing(), tmp_path / "m.pt2"), timeout=300)
     assert scored.status == ledger.REJECTED and "above a uniform model's" in scored.reason, scored.reason

@@ -70,3 +70,18 @@ def test_an_empty_or_missing_ledger(tmp_path):
     (tmp_path / "empty.tsv").write_text("")
     assert ledger.read_rows(tmp_path / "empty.tsv") == []
     assert ledger.read_frame(tmp_path / "empty.tsv").height == 0
+
+
+def test_a_description_with_terminal_escapes_and_tabs_is_stored_and_printed_as_one_inert_line(tmp_path):
+    """What an agent writes as a description, or a run as its error, reaches the operator's terminal
+    through `status` and the loop's lines: a window title set, a colour, a cursor moved to redraw a
+    verdict are all escape sequences, and none survives into the ledger or the printed description."""
+    from autoresearch import proposals
+    from autoresearch.agents import Proposal
+    forged = "x\tkeep\n0000000\t0.1 \x1b]0;pwn\x07\x1b[31mRED\x1b[2A\x9b1m\x7f done"
+    path = tmp_path / "results.tsv"
+    ledger.append(path, dict(commit="aaaaaaa", status="discard", description=forged, reason=forged))
+    row = ledger.read_rows(path)[-1]
+    for text in (row["description"], row["reason"], proposals.describe(Proposal(description=forged, train_py=""))):
+        assert text == "x keep 0000000 0.1 ]0;pwn[31mRED[2A1m done", repr(text)
+    assert len(path.read_text().splitlines()) == 2  # the header and one row

@@ -203,6 +203,9 @@ def test_a_file_beside_the_repository_is_out_of_a_run_s_reach(use_cache):
     try:
         repo = make_repo(base / "repo")
         (repo / ".env").write_text(f"ANTHROPIC_API_KEY={SECRET}\n")
+        shard = use_cache / "downloads" / "shard_06542.parquet"  # climbmix keeps its validation shard there
+        shard.parent.mkdir(exist_ok=True)
+        shard.write_text("validation text\n")
         assert cli(repo, use_cache, "init", "--tag", "t").returncode == 0
         workdir = repo / "runs" / "t"
         st = state.load(workdir)
@@ -213,17 +216,18 @@ def test_a_file_beside_the_repository_is_out_of_a_run_s_reach(use_cache):
                 "        return open(path).read()\n"
                 "    except OSError as e:\n"
                 "        return type(e).__name__\n"
-                f"print(read({str(repo / '.env')!r}))\n"
+                f"print(read({str(repo / '.env')!r}), read({str(shard)!r}), len(read({str(use_cache / 'manifest.json')!r})) > 100)\n"
                 "print(len(read('train.py')) > 100, sys.prefix)\n"
                 "print(subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True, text=True).stdout)\n")
         out = subprocess.run(sandbox.command(executor.jail, [sys.executable, "-c", code]), cwd=workdir,
                              capture_output=True, text=True, timeout=120)
         executor.close()
         lines = out.stdout.splitlines()
-        assert out.returncode == 0 and lines[0] == "FileNotFoundError", out.stdout + out.stderr
+        assert out.returncode == 0 and lines[0] == "FileNotFoundError FileNotFoundError True", out.stdout + out.stderr
         assert lines[1] == f"True {sys.prefix}" and lines[2] == st["base_commit"][:7], out.stdout
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        shutil.rmtree(use_cache / "downloads", ignore_errors=True)
 
 
 def test_files_left_in_ignored_paths_are_gone_before_train_py_runs(repo, tmp_path):
