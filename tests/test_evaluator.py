@@ -216,59 +216,53 @@ def test_no_hand_off_and_a_dead_evaluator_are_crashes_with_a_reason(use_cache, e
     assert evaluator.is_ready  # its start-up line was read on the way: the next run does not wait for it
 
 
-class Slower(Honest):
-    """Honest, with a wider layer between: seconds of scoring on a CPU, time to be killed in."""
+class KilledOnRequest:
+    """An evaluator's stdin that kills its process once a request has gone through it, while the
+    request is unanswered: an outside kill halfway through a hand-off, without a race."""
 
-    def __init__(self):
-        super().__init__()
-        bias, self.wide = self.head.bias.detach().clone(), nn.Linear(8, 256)
-        self.head = nn.Linear(256, bias.numel())
-        with torch.no_grad():
-            self.head.bias.copy_(bias)
-            self.head.weight.mul_(0.1)
+    def __init__(self, proc, kills: list):
+        self.proc, self.stream, self.kills = proc, proc.stdin, kills
 
-    def forward(self, x, y=None, reduction="mean"):
-        return self.head(torch.tanh(self.wide(self.embed(x))))
+    def write(self, text):
+        return self.stream.write(text)
+
+    def flush(self):
+        self.stream.flush()
+        if self.kills[0]:
+            self.kills[0] -= 1
+            self.proc.kill()
+
+    def close(self):
+        self.stream.close()
 
 
 def test_an_evaluator_killed_while_it_scores_is_started_again_and_only_a_second_death_is_a_crash(use_cache, tmp_path):
-    """Killed from outside halfway through a hand-off (an OOM killer, a person): the run is scored by a
-    fresh evaluator, not recorded as the experiment's crash. Killed again as it restarts: a crash that
-    says both."""
-    import os
-    import signal
-    import threading
-    import time
-    program = hand_off(Slower(), tmp_path / "m.pt2")
+    """Killed from outside while it scores a hand-off (an OOM killer, a person): the run is scored by a
+    fresh evaluator, not recorded as the experiment's crash. Killed again once started anew: a crash
+    that says both."""
+    program = hand_off(Honest(), tmp_path / "m.pt2")
     judge = Evaluator(ROOT, harness_hashes(ROOT), {"AUTORESEARCH_CACHE": str(use_cache), "AUTORESEARCH_DEVICE": "cpu"})
+    kills = [0]
+    started = judge.start
+
+    def start():
+        started()
+        if not isinstance(judge.proc.stdin, KilledOnRequest):
+            judge.proc.stdin = KilledOnRequest(judge.proc, kills)
+
+    judge.start = start
     try:
-        judge.ready(300)
-        t0 = time.time()
         alone = judge.score(program, timeout=300)
-        seconds = time.time() - t0  # how long this machine takes to score it, now
         assert alone.status == runner.OK, alone.reason
-
-        def kill_after(delay, times):
-            seen = set()
-            for _ in range(times):
-                while judge.proc is None or judge.proc.pid in seen:
-                    time.sleep(0.01)
-                pid = judge.proc.pid
-                seen.add(pid)
-                time.sleep(delay)
-                os.kill(pid, signal.SIGKILL)
-
-        for times in (1, 2):
-            judge.ready(300)
-            killer = threading.Thread(target=kill_after, args=(seconds / 2, times))
-            killer.start()
-            scored = judge.score(program, timeout=300)
-            killer.join()
-            if times == 1:
-                assert scored.status == runner.OK and scored.val_bpb == pytest.approx(alone.val_bpb), scored
-            else:
-                assert scored.status == ledger.CRASH and "exited" in scored.reason, scored
-                assert "(killed by signal 9), and again when started anew" in scored.reason, scored.reason
+        kills[0] = 1
+        pid = judge.proc.pid
+        scored = judge.score(program, timeout=300)
+        assert scored.status == runner.OK and scored.val_bpb == pytest.approx(alone.val_bpb), scored
+        assert judge.proc.pid != pid and kills == [0]  # scored by a fresh one
+        kills[0] = 2
+        scored = judge.score(program, timeout=300)
+        assert scored.status == ledger.CRASH and "(killed by signal 9), and again when started anew" in scored.reason, \
+            scored.reason
     finally:
         judge.close()
 
