@@ -233,7 +233,7 @@ class RayExecutor:
 
     def kill(self, actor) -> None:
         try:
-            self.kill(actor)
+            self.ray.kill(actor)
         except Exception:  # already gone: what we wanted
             pass
 

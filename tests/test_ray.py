@@ -215,6 +215,25 @@ def test_a_worker_whose_cache_differs_from_the_drivers_is_refused(run):
         executor.close()
 
 
+def test_a_worker_the_lab_kills_is_gone_and_killing_it_again_is_harmless(run):
+    """What the lab does to a hung worker, one left out for its device and each at the end: the actor
+    dies (its GPU freed for the one started in its place); a second kill of a dead one raises nothing."""
+    from autoresearch import guard
+    from autoresearch.ray_executor import RayExecutor
+    repo, workdir, cache = run
+    st = state.load(workdir)
+    executor = RayExecutor(workdir, st, guard.protection(workdir, st), workers=1)
+    try:
+        executor.probe()
+        actor = executor.workers[0]
+        executor.kill(actor)
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(actor.probe.remote(), timeout=60)
+        executor.kill(actor)
+    finally:
+        executor.close()
+
+
 RAY_ATTACK = '''
 import glob, re, socket
 def attempt(name, fn):
