@@ -231,7 +231,7 @@ class Scorer:
             except ValueError as e:
                 raise Rejected(str(e)) from None
             t_eval = time.time()
-            probe = self.probe(module, batch, device)
+            probe = self.probe(logits_of, batch, device)
         val_bpb, uniform_bpb = nats / (math.log(2) * nbytes), uniform_nats / (math.log(2) * nbytes)
         if not math.isfinite(val_bpb) or val_bpb <= 0:
             raise Rejected(f"val_bpb {val_bpb} is not physically possible")
@@ -242,7 +242,7 @@ class Scorer:
                     eval_seconds=round(t_eval - t0, 3), probe_seconds=round(time.time() - t_eval, 3),
                     profile=self.manifest["profile"], data_hash=self.manifest["data_hash"], time=time.time())
 
-    def probe(self, module, batch, device) -> dict:
+    def probe(self, logits_of, batch, device) -> dict:
         """PROBE_ROWS validation rows (at least one batch), each with its tokens from a cut onward
         replaced: the logits before the cut must stay where they were (the model may not see the
         future). As many calls as that takes at the exported batch: a model exported for one row is
@@ -259,13 +259,8 @@ class Scorer:
             shift = torch.tensor([rng.randrange(1, self.vocab) for _ in range(T - cut)], device=x.device)
             changed[row, cut:] = (changed[row, cut:] + shift) % self.vocab
 
-        def logits(inputs):
-            out = []
-            for i in range(0, n, batch):
-                part = inputs[i:i + batch]
-                padded = torch.cat([part, part.new_zeros(batch - part.size(0), T)]) if part.size(0) < batch else part
-                out.append(module(padded)[:part.size(0)].float())
-            return torch.cat(out)
+        def logits(inputs):  # in calls of the exported batch, the last one padded by logits_of
+            return torch.cat([logits_of(inputs[i:i + batch]).float() for i in range(0, n, batch)])
 
         before, after = logits(x), logits(changed)
         tolerance = PROBE_TOLERANCE * torch.finfo(torch.float32).eps * (1 + before.abs().max().item())
