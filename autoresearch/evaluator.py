@@ -87,7 +87,7 @@ class Evaluator:
             if scored is not None:
                 return scored
             why, self.proc = self.exit_reason(), None
-            exited = f"the evaluator exited ({why[:200]})" if exited is None else f"{exited}, and again when started anew"
+            exited = f"{exited}, and again when started anew" if exited else f"the evaluator exited ({why[:200]})"
         return Scored(ledger.CRASH, reason=exited)
 
     def exit_reason(self) -> str:

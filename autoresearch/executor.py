@@ -138,7 +138,8 @@ class LocalExecutor:
         outer = [Path.home(), git_dir.parent if git_dir.name == ".git" else None]
         hidden = (*[p for p in outer if p and p.is_dir() and p != Path("/")], self.workdir / ".lab")
         # climbmix's shards, the validation one among them, stay in the cache's downloads: not the run's
-        run = sandbox.Sandbox(self.workdir, readable=(directory, git_dir, *python), hidden=(*hidden, directory / "downloads"),
+        run = sandbox.Sandbox(self.workdir, readable=(directory, git_dir, *python),
+                              hidden=(*hidden, directory / "downloads"),
                               writable=(self.handoff, harness.compile_cache_dir()), stand_ins=tuple(stand_ins))
         package = Path(__file__).resolve().parent  # the evaluator's own code, wherever the lab is (under /tmp too)
         scoring = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, self.harness_copy, package, *python),

@@ -91,8 +91,8 @@ def one(n: int, tmp: Path, cache: Path, sleep: float, address: str) -> dict:
     subprocess.run([*cli, "init", "--tag", "s"], cwd=repo, env=env, check=True, capture_output=True)
     t0 = time.time()
     out = subprocess.run([*cli, "run", "--tag", "s", "--agent", f"replay:{replay}", "--policy", "single",
-                          "--baseline-runs", "1", "--workers", str(n), "--ray-address", address], cwd=repo, env=env, capture_output=True,
-                         text=True)
+                          "--baseline-runs", "1", "--workers", str(n), "--ray-address", address],
+                         cwd=repo, env=env, capture_output=True, text=True)
     wall = time.time() - t0
     if out.returncode != 0:
         raise SystemExit(f"N={n} failed:\n{out.stdout}\n{out.stderr}")

@@ -32,6 +32,11 @@ def overlaps(a, b) -> bool:
     return a["started"] < b["finished"] and b["started"] < a["finished"]
 
 
+def parent_of(entry: Path) -> int:
+    """A /proc/<pid> entry's parent pid (its stat's fourth field, after the command in brackets)."""
+    return int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+
+
 def worker_pids(root: Path) -> dict[str, int]:
     """Worker index -> the pid of the Ray worker process running train.py in that worker's worktree."""
     found = {}
@@ -40,7 +45,7 @@ def worker_pids(root: Path) -> dict[str, int]:
             continue
         try:
             cwd = Path(os.readlink(entry / "cwd"))
-            parent = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1])
+            parent = parent_of(entry)
             title = (Path("/proc") / str(parent) / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
@@ -162,8 +167,7 @@ def children_named(pid: int, name: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and (entry / "comm").read_text().strip() == name and \
-                    int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[1]) == pid:
+            if entry.name.isdigit() and (entry / "comm").read_text().strip() == name and parent_of(entry) == pid:
                 found.append(int(entry.name))
         except (OSError, ValueError, IndexError):
             continue
