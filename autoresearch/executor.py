@@ -7,15 +7,14 @@ back on its branch when the job ends, so the branch only moves when the schedule
 
 The executor also owns what makes a run cheaper or safer where it runs: the environment (the
 prepared cache, the compile cache, the seed; no secrets), the sandbox (sandbox.py: train.py writes
-only to the run's hand-off directory, `.lab/handoff/`, and the compile cache, and sees no validation
-data), a worktree cleared of whatever is neither tracked nor the lab's before each run, the Python
+only to the run's hand-off directory, `.lab/handoff/`, and its commit's layer of the compile cache,
+`.lab/compile/` (harness.CompileLayers), and sees no validation data), a worktree cleared of whatever is neither tracked nor the lab's before each run, the Python
 started ahead while the agent works, the device name, the check after the run that every protected
 file is as it was, and the lab's evaluator (evaluator.py), which scores the model the run handed off.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +94,9 @@ class LocalExecutor:
         self.program = self.handoff / "model.pt2"  # where evaluate_bpb writes the model, under the lab
         # before any sandbox starts: one binds in only what exists (a new worker's worktree has no .lab yet)
         self.handoff.mkdir(parents=True, exist_ok=True)
+        self.layers = harness.CompileLayers(self.workdir, base)  # the compile cache a run reads and writes
         self.env = {"AUTORESEARCH_CACHE": str(harness.cache_dir(cache)), "AUTORESEARCH_HANDOFF": str(self.program),
-                    "TORCHINDUCTOR_CACHE_DIR": str(harness.compile_cache_dir())}
+                    "TORCHINDUCTOR_CACHE_DIR": str(self.layers.mount)}
         self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again
         self.device = None
         self.sandbox = sandbox.mode()
@@ -140,7 +140,7 @@ class LocalExecutor:
         # climbmix's shards, the validation one among them, stay in the cache's downloads: not the run's
         run = sandbox.Sandbox(self.workdir, readable=(directory, git_dir, *python),
                               hidden=(*hidden, directory / "downloads"),
-                              writable=(self.handoff, harness.compile_cache_dir()), stand_ins=tuple(stand_ins))
+                              writable=(self.handoff, self.layers.mount), stand_ins=tuple(stand_ins))
         package = Path(__file__).resolve().parent  # the evaluator's own code, wherever the lab is (under /tmp too)
         scoring = sandbox.Sandbox(self.workdir, readable=(directory, self.handoff, self.harness_copy, package, *python),
                                   hidden=hidden)
@@ -169,11 +169,13 @@ class LocalExecutor:
         env = {**self.env, "AUTORESEARCH_SEED": str(job.seed)}
         with workspace.checked_out(self.workdir, job.commit, self.branch):
             workspace.clear_untracked(self.workdir)  # what a proposal left in ignored paths goes too
-            clear(self.handoff)
+            harness.clear(self.handoff)
+            self.layers.enter(job.commit)
             self.evaluator.ready(self.evaluator_timeout)  # started, imported and packed: no CPU taken from the run
             result = runner.run_training(self.workdir, job.log, env, self.timeout, on_start=on_start,
                                          on_progress=on_progress, should_stop=should_stop, prestarted=prestarted,
                                          sandbox=self.jail)
+            self.layers.leave(job.commit)
             if result.status != runner.INTERRUPTED:
                 self.start_ahead()  # the next run's Python imports while this one is scored and recorded
             # before the branch is checked out again, which would quietly put a tampered file back
@@ -213,22 +215,11 @@ class LocalExecutor:
 def harness_at(workdir: Path, commit: str, files, dest: Path) -> None:
     """The harness's files as committed at `commit`, written under dest (emptied first), where no run
     reaches: what the evaluator and the device probe run, whatever a proposal did to the worktree."""
-    clear(dest)
+    harness.clear(dest)
     for path in files:
         target = dest / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(workspace.file_at(workdir, commit, path))
-
-
-def clear(directory: Path) -> None:
-    """The directory emptied (itself kept: a sandbox started ahead has it bound in), so that nothing
-    one run left there reaches the next."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for entry in directory.iterdir():
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry, ignore_errors=True)
-        else:
-            entry.unlink(missing_ok=True)
 
 
 def make_executor(workdir: Path, st: dict, protected: dict[str, str], allowance: float | None = None,

@@ -6,6 +6,7 @@ The fixed harness itself (prepare.py, harness/) runs in the processes the lab st
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,9 +26,10 @@ def is_harness(path: str) -> bool:
 
 
 def compile_cache_dir() -> Path:
-    """Where torch.compile keeps its kernels between experiments: TORCHINDUCTOR_CACHE_DIR if set, else
-    autoresearch-compile in $XDG_CACHE_HOME (default ~/.cache), which, unlike torch's own default in
-    /tmp, survives a reboot. A warm one saves most of the compile time of every later experiment."""
+    """The shared compile cache, where torch.compile's kernels stay between experiments (the layers of
+    `CompileLayers` start from it): TORCHINDUCTOR_CACHE_DIR if set, else autoresearch-compile in
+    $XDG_CACHE_HOME (default ~/.cache), which, unlike torch's own default in /tmp, survives a reboot. A
+    warm one saves most of the compile time of every later experiment."""
     if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         return Path(os.environ["TORCHINDUCTOR_CACHE_DIR"]).expanduser()
     return cache_home() / "autoresearch-compile"
@@ -131,3 +133,78 @@ def bytecode_env(module="torch") -> dict:
         return {}
     prefix = os.environ.get("PYTHONPYCACHEPREFIX") or str(cache_home() / "autoresearch-pyc")
     return {"PYTHONDONTWRITEBYTECODE": "", "PYTHONPYCACHEPREFIX": prefix}
+
+
+class CompileLayers:
+    """Each commit's compile cache, a layer of its own. What torch.compile caches is code (generated
+    modules, pickles) that every later run finding it executes, so what one experiment's runs write
+    reaches only that experiment's later runs (its confirmations, its controls once it is the best):
+    - a commit's first run starts from a copy of the shared cache (`compile_cache_dir`); its layer is
+      kept for its later runs in `.lab/compile-layers/<commit>/` (the least recently used go first);
+    - only runs of `trusted`, the run's first commit (the train.py a person wrote, never a proposal),
+      add to the shared cache, file by file, each whole or not at all;
+    - a run sees its commit's layer in `mount`, `.lab/compile/`, one directory whatever the commit
+      (a Python started ahead has it bound in before its commit is known): `enter` moves the layer
+      in before the run, `leave` moves it out after."""
+    KEEP = 8  # layers kept: the best's and those of the experiments in flight are among the latest
+
+    def __init__(self, workdir: Path, trusted: str, shared: Path | None = None):
+        self.trusted, self.shared = trusted, Path(shared or compile_cache_dir())
+        self.mount = Path(workdir) / ".lab" / "compile"
+        self.store = Path(workdir) / ".lab" / "compile-layers"
+        clear(self.mount)  # what a run cut off with the lab left there
+
+    def enter(self, commit: str) -> None:
+        """The commit's layer in `mount`, or a copy of the shared cache for its first run. Where the
+        disk cannot take it (full, read-only), the run compiles from an empty cache."""
+        clear(self.mount)
+        layer = self.store / commit
+        try:
+            if layer.is_dir():
+                for entry in layer.iterdir():
+                    entry.rename(self.mount / entry.name)
+                layer.rmdir()  # a run cut off with the lab then starts again from the shared cache
+            elif self.shared.is_dir():
+                shutil.copytree(self.shared, self.mount, dirs_exist_ok=True, symlinks=True)
+        except OSError:
+            clear(self.mount)
+
+    def leave(self, commit: str) -> None:
+        """What the run left in `mount` kept as the commit's layer (and, for `trusted`, its new files
+        added to the shared cache); where the disk cannot take it, dropped."""
+        layer = self.store / commit
+        try:
+            if commit == self.trusted:
+                add_new_files(self.mount, self.shared)
+            clear(layer)
+            for entry in self.mount.iterdir():
+                entry.rename(layer / entry.name)
+            os.utime(layer)
+            for old in sorted(self.store.iterdir(), key=lambda p: p.stat().st_mtime)[:-self.KEEP]:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            clear(self.mount)
+
+def add_new_files(source: Path, dest: Path) -> None:
+    """The files under source that dest lacks, copied there, each under a temporary name first: a run
+    copying dest meanwhile (another worker's) sees a file whole or not at all. Symbolic links are not
+    followed or copied."""
+    for path in source.rglob("*"):
+        target = dest / path.relative_to(source)
+        if path.is_symlink() or not path.is_file() or target.exists():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+        shutil.copyfile(path, partial)
+        os.replace(partial, target)
+
+
+def clear(directory: Path) -> None:
+    """The directory emptied (itself kept: a sandbox started ahead has it bound in), so that nothing
+    one run left there reaches the next."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for entry in directory.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

@@ -32,12 +32,18 @@ CRASH = False
 PRINT_FAKE = False
 CALL_EVAL = True
 TOUCH_PREPARE = False
+KERNEL = ""
 
 # NOISE: the weight moves with the lab's seed, as a real train.py's val_bpb does; JITTER: with each run
 WEIGHT += NOISE * float(np.random.default_rng(int(os.environ.get("AUTORESEARCH_SEED", "0"))).standard_normal())
 WEIGHT += JITTER * float(np.random.default_rng().standard_normal())
 print("secret visible:", any(k in os.environ for k in ("ANTHROPIC_API_KEY", "MY_SECRET_TOKEN")), flush=True)
 print("compile cache:", os.environ.get("TORCHINDUCTOR_CACHE_DIR"), flush=True)
+# KERNEL: a file this run leaves in its compile cache, as torch.compile leaves the code it generates
+if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    print("compile cache holds:", sorted(os.listdir(os.environ["TORCHINDUCTOR_CACHE_DIR"])), flush=True)
+    if KERNEL:
+        open(os.path.join(os.environ["TORCHINDUCTOR_CACHE_DIR"], KERNEL), "w").write("print('ran')")
 # the machine's speed, as a test sets it; else what the summary's tokens and seconds below make
 SPEED = float(open(SPEED_FILE).read()) if SPEED_FILE else 100_000.0
 # LOSSES: one progress line per loss, spread over SLEEP seconds (else one line, then SLEEP)

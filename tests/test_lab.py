@@ -3,10 +3,12 @@ crash, timeout, the guard's rejections, a printed val_bpb that is not believed, 
 The stand-in is deterministic here (no NOISE), so every candidate is judged on one run; the
 noise-aware path is in test_verdicts.py.  Run: uv run pytest tests/test_lab.py"""
 import json
+import shutil
+import time
 
 import pytest
 
-from autoresearch import guard, ledger, sandbox, state, workspace
+from autoresearch import guard, ledger, logs, sandbox, state, workspace
 from autoresearch.agents.replay import ReplayAgent
 from autoresearch.judge import Policy
 from autoresearch.recorder import Display
@@ -173,21 +175,73 @@ def test_secrets_never_reach_train_py(repo, tmp_path, monkeypatch):
     assert "secret visible: False" in log and "sk-ant" not in log
 
 
-def test_every_experiment_shares_one_compile_cache_that_outlives_tmp(repo, tmp_path, monkeypatch):
+def test_each_commit_compiles_in_a_layer_of_its_own_started_from_the_shared_cache(tmp_path, use_cache, monkeypatch):
+    # the shared cache outlives /tmp; only the run's first commit (a person's train.py) adds to it, and
+    # what a candidate caches (code every later run finding it executes) reaches only its own runs,
+    # kept or not: the next experiment starts from the shared cache again
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    lab = new_lab(repo)
-    proposal = {"description": "better", "train_py": variant(WEIGHT=1.0)}
-    lab.run(ReplayAgent(write_replay(tmp_path / "r.jsonl", [proposal])))
-    logs = sorted((lab.workdir / "logs").glob("*.log"))
-    assert len(logs) >= 2  # the baseline's run and the candidate's (with one baseline run, the noise needs more)
-    for log in logs:
-        assert f"compile cache: {tmp_path / 'xdg' / 'autoresearch-compile'}" in log.read_text()
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's choice wins
+    shared = tmp_path / "xdg" / "autoresearch-compile"
+    repo = make_repo(tmp_path / "repo", variant(KERNEL="baseline-kernel"))
+    lab = new_lab(repo, policy=Policy(baseline_runs=2))
+    replay = write_replay(tmp_path / "r.jsonl", [
+        {"description": "better, planting", "train_py": variant(WEIGHT=1.0, KERNEL="planted")},
+        {"description": "after it", "train_py": variant(WEIGHT=0.2)}])
+    lab.run(ReplayAgent(replay))
+    rows = check_invariants(lab.workdir)
+    assert [r["status"] for r in verdicts(rows)] == ["keep", "keep", "discard"]
+
+    def holds(experiment):
+        runs = [(i, r) for i, r in enumerate(rows) if r["experiment"] == experiment]
+        return [next(line for line in logs.row_log(lab.workdir, r, i).read_text().splitlines()
+                     if line.startswith("compile cache holds:")) for i, r in runs]
+
+    assert holds("1") == ["compile cache holds: []", "compile cache holds: ['baseline-kernel']"]
+    assert holds("2")[0] == "compile cache holds: ['baseline-kernel']"  # warm from the shared cache
+    assert "planted" in holds("2")[1]  # its own confirmation finds what its first run cached
+    assert holds("3") == ["compile cache holds: ['baseline-kernel']"]  # the next experiment does not
+    assert sorted(p.name for p in shared.iterdir()) == ["baseline-kernel"]
+    assert f"compile cache: {lab.workdir / '.lab' / 'compile'}" in logs.row_log(lab.workdir, rows[-1], len(rows) - 1).read_text()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))  # the user's choice of shared cache wins
     executor = Scheduler(lab.workdir, display=Quiet()).make_executor()
-    assert executor.env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+    assert executor.layers.shared == tmp_path / "mine"
     executor.close()
 
+
+def test_compile_layers_keep_the_latest_commits_and_a_full_disk_costs_only_a_cold_compile(tmp_path):
+    from autoresearch.harness import CompileLayers
+    shared = tmp_path / "shared"
+    (shared / "fxgraph").mkdir(parents=True)
+    (shared / "fxgraph" / "entry").write_text("the baseline's")
+    layers = CompileLayers(tmp_path / "work", trusted="base", shared=shared)
+    for k in range(CompileLayers.KEEP + 2):
+        layers.enter(f"c{k}")
+        assert (layers.mount / "fxgraph" / "entry").read_text() == "the baseline's"
+        (layers.mount / f"mine-{k}").write_text("x")
+        (layers.mount / "fxgraph" / "entry").write_text("changed by a candidate")
+        layers.leave(f"c{k}")
+        assert not any(layers.mount.iterdir())
+        time.sleep(0.01)  # the layers' times apart
+    kept = sorted(p.name for p in layers.store.iterdir())
+    assert kept == sorted(f"c{k}" for k in range(2, CompileLayers.KEEP + 2))
+    layers.enter("c5")  # a kept layer comes back as its runs left it
+    assert sorted(p.name for p in layers.mount.iterdir()) == ["fxgraph", "mine-5"]
+    layers.leave("c5")
+    layers.enter("base")  # the run's first commit adds new files to the shared cache, changes none
+    (layers.mount / "fxgraph" / "entry").write_text("changed")
+    (layers.mount / "triton").mkdir()
+    (layers.mount / "triton" / "kernel").write_text("new")
+    layers.leave("base")
+    assert (shared / "fxgraph" / "entry").read_text() == "the baseline's"
+    assert (shared / "triton" / "kernel").read_text() == "new"
+    shutil.rmtree(layers.store)
+    layers.store.write_text("")  # where layers cannot be kept (a full disk raises the same OSError)
+    layers.enter("c20")
+    (layers.mount / "x").write_text("x")
+    layers.leave("c20")
+    assert not any(layers.mount.iterdir())
+    layers.enter("c20")
+    assert sorted(p.name for p in layers.mount.iterdir()) == ["fxgraph", "triton"]
 
 def test_train_py_processes_write_bytecode_where_none_is_cached(tmp_path, monkeypatch):
     import py_compile

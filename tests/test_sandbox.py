@@ -84,8 +84,9 @@ def daemon():
                     os.kill(run, 0)
                 except ProcessLookupError:
                     break
-            time.sleep(0.5)
-            open(os.path.join(os.environ["TORCHINDUCTOR_CACHE_DIR"], "daemon-alive"), "w").write("x")
+            for _ in range(100):  # into the compile cache, for the runs after it to find, for 20 s
+                time.sleep(0.2)
+                open(os.path.join(os.environ["TORCHINDUCTOR_CACHE_DIR"], "daemon-alive"), "w").write("x")
         os._exit(0)
     os.wait()
     subprocess.run(["true"])  # the parent goes on; the daemon waits
@@ -167,7 +168,8 @@ def test_every_attack_from_inside_the_run_fails_and_the_next_run_scores_as_befor
     attacks = [line for line in log.splitlines() if line.startswith("ATTACK ")]
     assert len(attacks) == 14 and "DAEMON started" in log, log
     assert not [a for a in attacks if a.endswith("succeeded")], "\n".join(attacks)
-    assert not (compile_cache / "daemon-alive").exists()
+    assert not [p for p in (*compile_cache.rglob("*"), *(workdir / ".lab").rglob("*")) if p.name == "daemon-alive"]
+    assert "daemon-alive" not in "".join(p.read_text() for p in (workdir / "logs").glob("0003-*.log"))
     assert Recording.hits == []
     # the lab's files, git and the harness are as they were; the hostile run was judged on its own
     # honest evaluation (the baseline's model: no better), and the next experiment as any other

@@ -3,6 +3,9 @@
 older versions still read (and refused for appending).  Run: uv run pytest tests/test_verdicts.py"""
 import io
 import json
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -32,12 +35,10 @@ class SlowerMachine:
         return Proposal(description="much better, on a slower machine", train_py=self.text)
 
 
-def test_a_control_run_sees_the_machine_slow_down_shows_it_and_measures_the_best_again(tmp_path, use_cache,
-                                                                                        monkeypatch):
-    # the machine's speed, in the one place outside its worktree a sandboxed run reads: the compile cache
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "compile"))
-    (tmp_path / "compile").mkdir()
-    speed = tmp_path / "compile" / "speed"
+def test_a_control_run_sees_the_machine_slow_down_shows_it_and_measures_the_best_again(tmp_path, use_cache, request):
+    # the machine's speed, in a file a sandboxed run reads (outside /tmp, the home and the repository)
+    speed = Path(tempfile.mkdtemp(dir="/var/tmp")) / "speed"
+    request.addfinalizer(lambda: shutil.rmtree(speed.parent))
     speed.write_text("4400")
     repo = make_repo(tmp_path / "repo", variant(SPEED_FILE=str(speed)))
     display = Display(stream=io.StringIO())
