@@ -8,8 +8,9 @@ back on its branch when the job ends, so the branch only moves when the schedule
 The executor also owns what makes a run cheaper or safer where it runs: the environment (the
 prepared cache, the compile cache, the seed; no secrets), the sandbox (sandbox.py: train.py writes
 only to the run's hand-off directory, `.lab/handoff/`, and its commit's layer of the compile cache,
-`.lab/compile/` (harness.CompileLayers), and sees no validation data), a worktree cleared of whatever is neither tracked nor the lab's before each run, the Python
-started ahead while the agent works, the device name, the check after the run that every protected
+`.lab/compile/` (harness.CompileLayers), and sees no validation data), a worktree cleared of
+whatever is neither tracked nor the lab's before each run, the Python started ahead while the agent
+works, the device name, the check after the run that every protected
 file is as it was, and the lab's evaluator (evaluator.py), which scores the model the run handed off.
 """
 from __future__ import annotations
@@ -96,7 +97,9 @@ class LocalExecutor:
         self.handoff.mkdir(parents=True, exist_ok=True)
         self.layers = harness.CompileLayers(self.workdir, base)  # the compile cache a run reads and writes
         self.env = {"AUTORESEARCH_CACHE": str(harness.cache_dir(cache)), "AUTORESEARCH_HANDOFF": str(self.program),
-                    "TORCHINDUCTOR_CACHE_DIR": str(self.layers.mount)}
+                    "TORCHINDUCTOR_CACHE_DIR": str(self.layers.mount),
+                    # Triton's kernels in the layer too (inductor's default), whatever the user's shell sets
+                    "TRITON_CACHE_DIR": str(self.layers.mount / "triton")}
         self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again
         self.device = None
         self.sandbox = sandbox.mode()

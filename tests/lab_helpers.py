@@ -38,7 +38,7 @@ KERNEL = ""
 WEIGHT += NOISE * float(np.random.default_rng(int(os.environ.get("AUTORESEARCH_SEED", "0"))).standard_normal())
 WEIGHT += JITTER * float(np.random.default_rng().standard_normal())
 print("secret visible:", any(k in os.environ for k in ("ANTHROPIC_API_KEY", "MY_SECRET_TOKEN")), flush=True)
-print("compile cache:", os.environ.get("TORCHINDUCTOR_CACHE_DIR"), flush=True)
+print("compile cache:", os.environ.get("TORCHINDUCTOR_CACHE_DIR"), os.environ.get("TRITON_CACHE_DIR"), flush=True)
 # KERNEL: a file this run leaves in its compile cache, as torch.compile leaves the code it generates
 if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
     print("compile cache holds:", sorted(os.listdir(os.environ["TORCHINDUCTOR_CACHE_DIR"])), flush=True)
