@@ -10,8 +10,8 @@ prepared cache, the compile cache, the seed; no secrets), the sandbox (sandbox.p
 only to the run's hand-off directory, `.lab/handoff/`, and its commit's layer of the compile cache,
 `.lab/compile/` (harness.CompileLayers), and sees no validation data), a worktree cleared of
 whatever is neither tracked nor the lab's before each run, the Python started ahead while the agent
-works, the device name, the check after the run that every protected
-file is as it was, and the lab's evaluator (evaluator.py), which scores the model the run handed off.
+works, the device name, the check after the run that every protected file is as it was, and the
+lab's evaluator (evaluator.py), which scores the model the run handed off.
 """
 from __future__ import annotations
 
