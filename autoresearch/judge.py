@@ -374,33 +374,33 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
     and others measured at several seeds in this era). At each checkpoint the candidate is compared
     with the best's curve at its own seed (same data, so the same batches), else with the mean of the
     best's curves, and the threshold is prune_sigmas times the seed-to-seed spread of the curves
-    there (pooled within each commit), at least 1 % of the loss. At the same seed the two curves see the
-    same batches, so what moves their difference is timing alone, well inside that spread. Without a
-    spread to go by, never. Nor while the candidate trains slower (tokens/s so far, `speed`) than the
-    best's runs of this era (`speeds`) explain: at the same share of the budget it has then seen fewer
-    tokens, for the machine's load or for its own change, and only its final score can say which. (A
-    faster one that is worse there has seen more tokens and is still worse: it is held to the curves.)"""
-    speeds = [s for s in speeds if s]  # a row of an older ledger may have none
-    slower = speed_moved(speed, speeds) and speed < stats.median(speeds)
-    if not policy.prune or not reference or not points or slower:
+    there (pooled within each commit), at least 1 % of the loss. Without a spread to go by, never.
+    Where the candidate trains slower (tokens/s so far, `speed`) than the best's runs of this era
+    (`speeds`), for the machine's load or for its own change, it is held to the best where the best
+    had seen as many tokens, earlier in its budget (so with a higher loss): the same tokens and a
+    later point of its schedule, both in its favour. A faster one is held to the best at the same
+    point of the budget, having seen more tokens there."""
+    if not policy.prune or not reference or not points:
         return None
+    speeds = [s for s in speeds if s]  # a row of an older ledger may have none
+    pace = min(1.0, speed / stats.median(speeds)) if speed and speeds else 1.0
     for fraction in policy.prune_at:
         if points[-1][0] < fraction:
             break
-        mine = curve_at(points, fraction)
-        losses = [v for v in (curve_at(c, fraction) for c in reference.values()) if v is not None]
+        mine, there = curve_at(points, fraction), fraction * pace  # where the best had seen as many tokens
+        losses = [v for v in (curve_at(c, there) for c in reference.values()) if v is not None]
         variance, df = stats.pooled_variance(
-            [v for v in (curve_at(c, fraction) for c in group) if v is not None] for group in spread)
+            [v for v in (curve_at(c, there) for c in group) if v is not None] for group in spread)
         if mine is None or not math.isfinite(mine) or not losses or not df:
             continue
-        same_seed = curve_at(reference[seed], fraction) if seed in reference else None
+        same_seed = curve_at(reference[seed], there) if seed in reference else None
         against = same_seed if same_seed is not None else stats.mean(losses)
         limit = max(policy.prune_sigmas * math.sqrt(variance), 0.01 * against)
         if mine > against + limit:
-            return (f"pruned at {fraction:.0%} of the budget: training loss {mine:.3f} against the best's "
+            where = f"the best's at {there:.0%} ({pace:.0%} of its tokens/s)" if pace < 1 else "the best's"
+            return (f"pruned at {fraction:.0%} of the budget: training loss {mine:.3f} against {where} "
                     f"{against:.3f} (+{mine - against:.3f}, more than {limit:.3f})")
     return None
-
 
 def overrun(seconds: float, rows: list[dict], budget: float, policy: Policy) -> str | None:
     """Why a run that took `seconds` by the lab's clock (hand-over to hand-off) trained past its

@@ -157,21 +157,28 @@ def test_early_abort_stops_a_diverging_candidate_and_spares_one_inside_the_sprea
     assert curve_at([(0.2, 6.0), (0.4, 5.0)], 0.3) == pytest.approx(5.5) and curve_at([(0.2, 6.0)], 0.3) is None
 
 
-def test_early_abort_waits_for_the_end_when_the_candidate_trains_at_another_speed():
+def test_early_abort_holds_a_slower_candidate_to_the_best_where_it_had_seen_as_many_tokens():
     """At the same share of the budget a run at half the best's tokens/s has seen half the tokens:
-    its higher loss says the machine (or its change) is slower, not that it will end worse."""
+    it is compared with the best's curve where the best had seen as many, not with the same point."""
     reference = {42: curve(5.0), 43: curve(5.2), 44: curve(5.1)}
     spread, policy = [list(reference.values())], Policy()
     behind = [(p, loss + 0.5) for p, loss in curve(5.0)]
     best_speeds = [4400.0, 4300.0, 4500.0]
     assert prune(behind, reference, spread, 42, policy, 4350.0, best_speeds).startswith("pruned at 30%")
-    assert prune(behind, reference, spread, 42, policy, 4000.0, best_speeds).startswith("pruned at 30%")  # inside
+    assert prune(behind, reference, spread, 42, policy, 4000.0, best_speeds).startswith("pruned at 30%")
+    # half as fast and 0.5 behind at each point of its budget: with as many tokens, as good as the best
+    half = [(p, loss) for p, loss in curve(5.0, points=40)]
+    as_good = [(p, curve_at(half, p / 2) + 0.01) for p, _ in curve(5.0)]
+    assert prune(as_good, reference, spread, 42, policy, 2200.0, best_speeds) is None
     assert prune(behind, reference, spread, 42, policy, 2100.0, best_speeds) is None  # the load went up
+    # slower and worse with as many tokens: stopped, and the reason says where it was compared
+    worse = [(p, loss + 1.5) for p, loss in curve(5.0)]
+    reason = prune(worse, reference, spread, 42, policy, 2200.0, best_speeds)
+    assert reason.startswith("pruned at 30% of the budget") and "the best's at 15% (50% of its tokens/s)" in reason
     # faster, and still worse: more tokens seen at each checkpoint did not help it
     assert prune(behind, reference, spread, 42, policy, 9400.0, best_speeds).startswith("pruned at 30%")
     assert prune(behind, reference, spread, 42, policy, 2100.0, []).startswith("pruned")  # no speeds known
     assert prune(behind, reference, spread, 42, policy, 2100.0, [None, *best_speeds]) is None  # one not recorded
-
 
 # --- the guarantees, by simulation ---------------------------------------------------------------
 
