@@ -99,7 +99,7 @@ class LocalExecutor:
         self.env = {"AUTORESEARCH_CACHE": str(harness.cache_dir(cache)), "AUTORESEARCH_HANDOFF": str(self.program),
                     "TORCHINDUCTOR_CACHE_DIR": str(self.layers.mount),
                     # Triton's kernels in the layer too (inductor's default), whatever the user's shell sets
-                    "TRITON_CACHE_DIR": str(self.layers.mount / "triton")}
+                    "TRITON_CACHE_DIR": str(self.layers.mount / "triton"), **self.layers.ENV}
         self.env.update(harness.bytecode_env("torch"))  # else each experiment compiles torch's source again
         self.device = None
         self.sandbox = sandbox.mode()

@@ -147,6 +147,10 @@ class CompileLayers:
       (a Python started ahead has it bound in before its commit is known): `enter` moves the layer
       in before the run, `leave` moves it out after."""
     KEEP = 8  # layers kept: the best's and those of the experiments in flight are among the latest
+    # not copied into a layer: C++ precompiled headers (~150 MB each on a CPU, four per commit), which
+    # runs do not make (ENV below): copied per commit they filled tens of GB of a test machine's disk
+    UNCOPIED = ("precompiled_headers",)
+    ENV = {"TORCHINDUCTOR_CPP_CACHE_PRECOMPILE_HEADERS": "0"}
 
     def __init__(self, workdir: Path, trusted: str, shared: Path | None = None):
         self.trusted, self.shared = trusted, Path(shared or compile_cache_dir())
@@ -165,7 +169,8 @@ class CompileLayers:
                     entry.rename(self.mount / entry.name)
                 layer.rmdir()  # a run cut off with the lab then starts again from the shared cache
             elif self.shared.is_dir():
-                shutil.copytree(self.shared, self.mount, dirs_exist_ok=True, symlinks=True)
+                shutil.copytree(self.shared, self.mount, dirs_exist_ok=True, symlinks=True,
+                                ignore=shutil.ignore_patterns(*self.UNCOPIED))
         except OSError:
             clear(self.mount)
 

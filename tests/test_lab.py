@@ -215,6 +215,8 @@ def test_compile_layers_keep_the_latest_commits_and_a_full_disk_costs_only_a_col
     shared = tmp_path / "shared"
     (shared / "fxgraph").mkdir(parents=True)
     (shared / "fxgraph" / "entry").write_text("the baseline's")
+    (shared / "precompiled_headers").mkdir()
+    (shared / "precompiled_headers" / "big.h.gch").write_text("not copied into any layer")
     layers = CompileLayers(tmp_path / "work", trusted="base", shared=shared)
     for k in range(CompileLayers.KEEP + 2):
         layers.enter(f"c{k}")
@@ -243,7 +245,7 @@ def test_compile_layers_keep_the_latest_commits_and_a_full_disk_costs_only_a_col
     layers.leave("c20")
     assert not any(layers.mount.iterdir())
     layers.enter("c20")
-    assert sorted(p.name for p in layers.mount.iterdir()) == ["fxgraph", "triton"]
+    assert sorted(p.name for p in layers.mount.iterdir()) == ["fxgraph", "triton"]  # no precompiled_headers
 
 def test_train_py_processes_write_bytecode_where_none_is_cached(tmp_path, monkeypatch):
     import py_compile
