@@ -190,6 +190,7 @@ class CompileLayers:
         except OSError:
             clear(self.mount)
 
+
 def add_new_files(source: Path, dest: Path) -> None:
     """The files under source that dest lacks, copied there, each under a temporary name first: a run
     copying dest meanwhile (another worker's) sees a file whole or not at all. Symbolic links are not

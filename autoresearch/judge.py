@@ -402,6 +402,7 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
                     f"{against:.3f} (+{mine - against:.3f}, more than {limit:.3f})")
     return None
 
+
 def overrun(seconds: float, rows: list[dict], budget: float, policy: Policy) -> str | None:
     """Why a run that took `seconds` by the lab's clock (hand-over to hand-off) trained past its
     budget, or None. What a run may take beyond the budget is measured on the baseline's runs here

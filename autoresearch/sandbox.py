@@ -2,11 +2,13 @@
 
 Inside, train.py sees the whole file system read-only, an empty /tmp and an empty home directory of
 its own (with what the run must read bound back in where it lies there: the worktree, the
-repository's git directory, the prepared cache, the Python), an empty `.lab/` (the lab's state and lock), the validation split's files as files of zeros of the same
-size (train.py cannot score itself: the lab's evaluator does, in a sandbox of its own), and writes only where the lab lets it: the run's hand-off
-directory and its commit's layer of the compile cache (harness.CompileLayers). It runs in a PID namespace of its own that ends with the run (no
-daemon outlives it), with /proc showing its own processes only (no other process's environment), no
-network, no capabilities (also when the lab runs as root), GPU device files bound in where there are any.
+repository's git directory, the prepared cache, the Python), an empty `.lab/` (the lab's state and
+lock), the validation split's files as files of zeros of the same size (train.py cannot score
+itself: the lab's evaluator does, in a sandbox of its own), and writes only where the lab lets it:
+the run's hand-off directory and its commit's layer of the compile cache (harness.CompileLayers). It
+runs in a PID namespace of its own that ends with the run (no daemon outlives it), with /proc
+showing its own processes only (no other process's environment), no network, no capabilities (also
+when the lab runs as root), GPU device files bound in where there are any.
 
 Where bwrap is missing (macOS, a Linux without the package) or AUTORESEARCH_SANDBOX=0 asks, runs go
 unsandboxed: `mode()` is then "none", the lab says so in one loud line and every ledger row records it.

@@ -166,9 +166,8 @@ def test_early_abort_holds_a_slower_candidate_to_the_best_where_it_had_seen_as_m
     best_speeds = [4400.0, 4300.0, 4500.0]
     assert prune(behind, reference, spread, 42, policy, 4350.0, best_speeds).startswith("pruned at 30%")
     assert prune(behind, reference, spread, 42, policy, 4000.0, best_speeds).startswith("pruned at 30%")
-    # half as fast and 0.5 behind at each point of its budget: with as many tokens, as good as the best
-    half = [(p, loss) for p, loss in curve(5.0, points=40)]
-    as_good = [(p, curve_at(half, p / 2) + 0.01) for p, _ in curve(5.0)]
+    # half as fast, and with as many tokens as good as the best (0.01 behind its loss at half the budget)
+    as_good = [(p, curve_at(curve(5.0, points=40), p / 2) + 0.01) for p, _ in curve(5.0)]
     assert prune(as_good, reference, spread, 42, policy, 2200.0, best_speeds) is None
     assert prune(behind, reference, spread, 42, policy, 2100.0, best_speeds) is None  # the load went up
     # slower and worse with as many tokens: stopped, and the reason says where it was compared
