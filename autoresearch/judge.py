@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from . import stats
-from .ledger import DISCARD, FAILED, KEEP
+from .ledger import DISCARD, FAILED, KEEP, PRUNED
 
 DEFAULT_LAMBDA = 0.001 / 20  # bpb per net added line: 0.001 bpb is not worth 20 lines
 DEFAULT_SEED = 42            # s1 of the lab's seed schedule
@@ -90,6 +90,7 @@ class Run:
     era: int = 1
     val_bpb: float | None = None    # this run's own value; None when it produced none
     tokens_per_s: float | None = None
+    stopped: str | None = None      # why a candidate's run was stopped as slower (`too_slow`), awaiting a control
 
     @property
     def ok(self) -> bool:
@@ -252,6 +253,9 @@ def decide(runs: list[Run], exp: Experiment, noise: Noise, policy: Policy) -> Me
                                          "not be compared")
     if policy.single:
         return _single(runs, own, exp, policy, era, best_era)
+    slow = _stopped(own, exp, runs, policy, era)
+    if slow is not None:
+        return slow
     if policy.control_every and exp.number % policy.control_every == 0 \
             and not any(r.role == "control" for r in own):
         return Measure("best", new_seed(runs, exp, policy), "control",
@@ -279,6 +283,27 @@ def decide(runs: list[Run], exp: Experiment, noise: Noise, policy: Policy) -> Me
         return Measure("candidate", order[0], "candidate" if not cand else "confirm")
     seed = new_seed(runs, exp, policy)
     return Measure("best", seed, "confirm", "the best has no run at the next seed")
+
+
+def _stopped(own: list[Run], exp: Experiment, runs: list[Run], policy: Policy, era: int) -> Measure | Verdict | None:
+    """After a candidate's run was stopped for training slower than the best and worse for it
+    (`too_slow`), in this era: a control run of the best first, to tell the machine's slowness from
+    the change's own. If the control found the machine changed, it began a new era and the candidate
+    is measured again there (None here); if not, the slowness is the change's and it is pruned."""
+    stops = [i for i, r in enumerate(own) if r.stopped]
+    if not stops or own[stops[-1]].era != era:
+        return None
+    stop = own[stops[-1]]
+    control = next((r for r in own[stops[-1] + 1:] if r.role == "control" and r.era == era and r.ok), None)
+    if control is not None:
+        return Verdict(PRUNED, reason=f"pruned: {stop.stopped}; a control run of the best then ran at "
+                                      f"{control.tokens_per_s or 0:,.0f} tok/s, as its runs had: the "
+                                      f"slowness is the change's own")
+    if len(stops) > 1:
+        return Verdict(PRUNED, reason=f"pruned: {stop.stopped}; stopped for its slowness again after a control had "
+                                      f"found the machine changed")
+    return Measure("best", new_seed(runs, exp, policy), "control",
+                   "the candidate was stopped for training slower than the best: is it the machine?")
 
 
 def new_seed(runs: list[Run], exp: Experiment, policy: Policy) -> int:
@@ -367,27 +392,16 @@ def curve_at(points, fraction: float) -> float | None:
     return None
 
 
-def prune(points, reference: dict[int, list], spread: list[list], seed: int, policy: Policy,
-          speed: float | None = None, speeds: list[float] = ()) -> str | None:
-    """Why a candidate's run should stop now, or None. points: its (progress, loss) so far;
-    reference: the best's curves in this era by seed; spread: curves grouped by commit (the best's
-    and others measured at several seeds in this era). At each checkpoint the candidate is compared
-    with the best's curve at its own seed (same data, so the same batches), else with the mean of the
-    best's curves, and the threshold is prune_sigmas times the seed-to-seed spread of the curves
-    there (pooled within each commit), at least 1 % of the loss. Without a spread to go by, never.
-    Where the candidate trains slower (tokens/s so far, `speed`) than the best's runs of this era
-    (`speeds`), for the machine's load or for its own change, it is held to the best where the best
-    had seen as many tokens, earlier in its budget (so with a higher loss): the same tokens and a
-    later point of its schedule, both in its favour. A faster one is held to the best at the same
-    point of the budget, having seen more tokens there."""
-    if not policy.prune or not reference or not points:
-        return None
-    speeds = [s for s in speeds if s]  # a row of an older ledger may have none
-    pace = min(1.0, speed / stats.median(speeds)) if speed and speeds else 1.0
+def _checkpoints(points, reference: dict[int, list], spread: list[list], seed: int, policy: Policy, at):
+    """At each checkpoint the candidate's curve has passed: (fraction, the candidate's loss there, the
+    best's loss at `at(fraction)` of its budget, the threshold). The best's is its curve at the
+    candidate's seed (same data, so the same batches), else the mean of its curves; the threshold is
+    prune_sigmas times the seed-to-seed spread of the curves there (pooled within each commit), at
+    least 1 % of the loss. Where no spread is known, nothing."""
     for fraction in policy.prune_at:
         if points[-1][0] < fraction:
             break
-        mine, there = curve_at(points, fraction), fraction * pace  # where the best had seen as many tokens
+        mine, there = curve_at(points, fraction), at(fraction)
         losses = [v for v in (curve_at(c, there) for c in reference.values()) if v is not None]
         variance, df = stats.pooled_variance(
             [v for v in (curve_at(c, there) for c in group) if v is not None] for group in spread)
@@ -395,11 +409,51 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
             continue
         same_seed = curve_at(reference[seed], there) if seed in reference else None
         against = same_seed if same_seed is not None else stats.mean(losses)
-        limit = max(policy.prune_sigmas * math.sqrt(variance), 0.01 * against)
+        yield fraction, mine, against, max(policy.prune_sigmas * math.sqrt(variance), 0.01 * against)
+
+
+def prune(points, reference: dict[int, list], spread: list[list], seed: int, policy: Policy,
+          speed: float | None = None, speeds: list[float] = ()) -> str | None:
+    """Why a candidate's run should stop now, or None. points: its (progress, loss) so far;
+    reference: the best's curves in this era by seed; spread: curves grouped by commit (the best's
+    and others measured at several seeds in this era). At each checkpoint it is compared with the
+    best as `_checkpoints` says. Where the candidate trains slower (tokens/s so far, `speed`) than
+    the best's runs of this era (`speeds`), for the machine's load or for its own change, it is held
+    to the best where the best had seen as many tokens, earlier in its budget (so with a higher
+    loss): the same tokens and a later point of its schedule, both in its favour. A faster one is
+    held to the best at the same point of the budget, having seen more tokens there."""
+    if not policy.prune or not reference or not points:
+        return None
+    speeds = [s for s in speeds if s]  # a row of an older ledger may have none
+    pace = min(1.0, speed / stats.median(speeds)) if speed and speeds else 1.0
+    for fraction, mine, against, limit in _checkpoints(points, reference, spread, seed, policy,
+                                                       lambda f: f * pace):  # where the best had seen as many tokens
         if mine > against + limit:
-            where = f"the best's at {there:.0%} ({pace:.0%} of its tokens/s)" if pace < 1 else "the best's"
+            where = f"the best's at {fraction * pace:.0%} ({pace:.0%} of its tokens/s)" if pace < 1 else "the best's"
             return (f"pruned at {fraction:.0%} of the budget: training loss {mine:.3f} against {where} "
                     f"{against:.3f} (+{mine - against:.3f}, more than {limit:.3f})")
+    return None
+
+
+def too_slow(points, reference: dict[int, list], spread: list[list], seed: int, policy: Policy,
+             speed: float | None, speeds: list[float]) -> str | None:
+    """Why a candidate's run should stop now although `prune` spares it, or None: it trains slower
+    than the best's runs of this era explain (`speed_moved`), and at the same point of the budget its
+    loss is worse than the best's beyond the threshold. The final score is taken at the end of the
+    same budget, so if the slowness is its own it ends worse; if it is the machine's, a control run
+    of the best shows it. So this stop is no verdict: `decide` asks for that control first."""
+    speeds = [s for s in speeds if s]
+    if not policy.prune or not reference or not points or not speed or not speeds:
+        return None
+    median = stats.median(speeds)
+    if speed >= median or not speed_moved(speed, speeds):
+        return None
+    for fraction, mine, against, limit in _checkpoints(points, reference, spread, seed, policy, lambda f: f):
+        if mine > against + limit:
+            return (f"stopped at {fraction:.0%} of the budget: {speed:,.0f} tok/s against the best's "
+                    f"{median:,.0f} ({speed / median - 1:+.0%}, more than its runs vary), and training loss "
+                    f"{mine:.3f} against the best's {against:.3f} at the same point (+{mine - against:.3f}, "
+                    f"more than {limit:.3f})")
     return None
 
 

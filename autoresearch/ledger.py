@@ -8,7 +8,8 @@ The row that ends it carries its verdict as `status` (keep, discard, crash, time
 pruned) and in `val_bpb` the experiment's mean over its runs, so a reader that takes the keep rows
 gets the kept experiments with their mean val_bpb, as in the original project. The other rows of
 an experiment (a confirmation, a control run of the best) have status `run` and their own value in
-`val_bpb`. Every row's own measurement is `run_bpb`. When an experiment ends on a run that is not
+`val_bpb`; a candidate's run stopped early for training slower than the best has status
+`stopped` and no value, and a control run of the best follows it. Every row's own measurement is `run_bpb`. When an experiment ends on a run that is not
 the candidate's, its verdict is a row of its own, with role `verdict` and no run. Ledgers written
 before runs had rows of their own (one row per experiment, no `experiment` column) still read, and
 every reader here accepts statuses it has never heard of.
@@ -41,7 +42,8 @@ KEEP, DISCARD, CRASH, TIMEOUT, REJECTED, PRUNED = "keep", "discard", "crash", "t
 OVERRUN = "overrun"  # trained past its budget, by the lab's clock: its number is not judged
 VERDICTS = (KEEP, DISCARD, CRASH, TIMEOUT, REJECTED, PRUNED, OVERRUN)
 RUN = "run"
-STATUSES = VERDICTS + (RUN,)
+STOPPED = "stopped"  # a candidate's run stopped early for training slower than the best: a control says why
+STATUSES = VERDICTS + (RUN, STOPPED)
 FAILED = (CRASH, TIMEOUT, OVERRUN)  # ran and produced no number that counts
 # roles: what a run was for
 ROLES = ("baseline", "candidate", "confirm", "control", "repeat", "verdict")

@@ -51,7 +51,8 @@ def runs(rows: list[dict]) -> list[Run]:
         role = row.get("role") or ("baseline" if row.get("description") == "baseline" else "candidate")
         out.append(Run(experiment=experiment_of(row, i), commit=row["commit"], seed=number(row.get("seed"), int),
                        role=role, era=number(row.get("era"), int) or 1, val_bpb=run_value(row),
-                       tokens_per_s=number(row.get("tokens_per_s"))))
+                       tokens_per_s=number(row.get("tokens_per_s")),
+                       stopped=(row.get("reason") or ledger.STOPPED) if row.get("status") == ledger.STOPPED else None))
     return out
 
 

@@ -141,7 +141,8 @@ class Recorder:
 
     def say_run(self, job, result, row: dict, note: str = "") -> None:
         if result.val_bpb is None:
-            text = f"{row['status'] if row['status'] != ledger.RUN else 'failed'}: {result.reason}"
+            status = {ledger.RUN: "failed: ", ledger.STOPPED: ""}.get(row["status"], f"{row['status']}: ")
+            text = f"{status}{result.reason}"
         else:
             steps, speed = row.get("num_steps"), row.get("tokens_per_s")
             load = ", ".join(x for x in (f"{steps} steps" if steps else "",

@@ -399,8 +399,11 @@ class Scheduler:
                 return None
             points.append((p["progress"], p["loss"]))
             speeds.append(p["tokens_per_s"])
-            return judge.prune(points, reference, spread, job.seed, self.policy,
-                               stats.median(speeds), best_speeds)
+            args = (points, reference, spread, job.seed, self.policy, stats.median(speeds), best_speeds)
+            why = judge.prune(*args)
+            if why is None and (why := judge.too_slow(*args)) and exp.get("run"):
+                exp["run"]["stopped"] = True  # recorded as a stop, not a verdict: a control comes first
+            return why
         return on_progress
 
     def record(self, exp, job, decision: Measure, result, finished: float) -> bool:
@@ -416,7 +419,9 @@ class Scheduler:
                         tokens_per_s(result.summary))
         verdict, status, reason, note = None, ledger.RUN, result.reason, ""
         if decision.target == "candidate" and exp.get("kind") != "noise":
-            if result.status != runner.OK:
+            if result.status == ledger.PRUNED and (exp.get("run") or {}).get("stopped"):
+                status = ledger.STOPPED
+            elif result.status != runner.OK:
                 status = result.status
             else:
                 after = self.decide(exp, rows, run)

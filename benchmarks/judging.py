@@ -11,8 +11,9 @@ The mix is made from train.py itself, on the tiny profile with a short budget:
 Each episode is a fresh pair of branches from the base, with the good proposal at another place
 among four nulls and four bads. Per policy it prints the nulls, goods and
 bads kept, the runs per proposal, the wall time, what early abort saved of the time spent on bad
-proposals (each pruned run against that proposal's first runs that were not pruned: a deep model's
-run costs far more than the median run) and the goods it pruned, and each final best re-measured at fresh seeds.
+proposals (each pruned run, with the control run a stop for slowness asks for, against that
+proposal's first runs that were not pruned: a deep model's run costs far more than the median run)
+and the goods it pruned, and each final best re-measured at fresh seeds.
 
     uv run benchmarks/judging.py [--budget 10] [--episodes 3] [--check-seeds 5] [--final-seeds 2] [--busy 1]
 
@@ -34,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from autoresearch import harness, measurements  # noqa: E402
+from autoresearch import harness, ledger, measurements  # noqa: E402
 from autoresearch.agents import Proposal  # noqa: E402
 from autoresearch.judge import Policy  # noqa: E402
 from autoresearch.recorder import Display  # noqa: E402
@@ -206,16 +207,19 @@ def episode(repo: Path, number: int, goods, tally: dict, load: Load):
 
 
 def add(t: dict, lab: Scheduler, agent: MixAgent, seconds: dict, wall: float):
-    """Each proposal's verdict and the seconds its runs took; control runs of the best are the lab's,
-    not the proposal's, and are left out."""
+    """Each proposal's verdict and the seconds its runs took. Control runs of the best are the lab's,
+    not the proposal's, and are left out, except where a run of the proposal stopped for its slowness
+    asked for one: that one is the proposal's (`cost` counts it with the candidate's runs)."""
     rows = lab.rows()
     ended = [r for r in measurements.verdicts(rows) if r["agent"] == agent.name]
     t["wall"] += wall
     for kind, row in zip(agent.kinds, ended):
         n = int(row["experiment"])
-        spent = {k: v for k, v in seconds.items() if k[0] == n and k[2] != "control"}
+        stopped = any(r["status"] == ledger.STOPPED for r in measurements.rows_of(rows, n))
+        spent = {k: v for k, v in seconds.items() if k[0] == n and (k[2] != "control" or stopped)}
         t["kinds"][kind].append(dict(status=row["status"], runs=len(spent), seconds=sum(spent.values()),
                                      candidate=sum(v for k, v in spent.items() if k[2] == "candidate"),
+                                     cost=sum(v for k, v in spent.items() if k[2] in ("candidate", "control")),
                                      what=row["description"].split(": ", 1)[-1].split(" -> ")[-1]))
     t["best"].append((lab.workdir, lab.state["best_commit"]))
 
@@ -249,7 +253,7 @@ def report(tally: dict, sigma: float, cache: Path, tmp: Path, final_seeds: int, 
         runs = sum(i["runs"] for v in k.values() for i in v)
         pruned = [i for i in k["bad"] if i["status"] == "pruned"]
         spent = sum(i["seconds"] for i in k["bad"])
-        saved = sum(max(0.0, full.get(i["what"], 0.0) - i["candidate"]) for i in pruned)
+        saved = sum(max(0.0, full.get(i["what"], 0.0) - i["cost"]) for i in pruned)
         share = saved / (spent + saved) if spent + saved else 0.0
         finals = []
         for workdir, commit in t["best"]:

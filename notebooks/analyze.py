@@ -110,7 +110,8 @@ def _():
     mean `val_bpb` over the runs it took. `keep`: the lab was sure it beats the best; `discard`: it was not
     shown better (or shown worse); `pruned`: stopped early, clearly worse; `crash`/`timeout`: no number;
     `rejected`: never ran (the guard refused it). The other rows (`run`) are confirmations at more seeds
-    and control runs of the best.
+    and control runs of the best; `stopped` is a run stopped for training much slower than the best,
+    which a control run of the best then judges (the machine's slowness, or the change's own).
     """)
     return
 

@@ -9,7 +9,7 @@ import pytest
 
 from autoresearch import stats
 from autoresearch.judge import (Experiment, Measure, Noise, Policy, Run, Verdict, curve_at, decide, drift,
-                                estimate_noise, overrun, prune)
+                                estimate_noise, overrun, prune, too_slow)
 
 
 def test_student_t_quantiles_match_the_tables():
@@ -178,6 +178,47 @@ def test_early_abort_holds_a_slower_candidate_to_the_best_where_it_had_seen_as_m
     assert prune(behind, reference, spread, 42, policy, 9400.0, best_speeds).startswith("pruned at 30%")
     assert prune(behind, reference, spread, 42, policy, 2100.0, []).startswith("pruned")  # no speeds known
     assert prune(behind, reference, spread, 42, policy, 2100.0, [None, *best_speeds]) is None  # one not recorded
+
+
+def test_a_candidate_slower_than_the_load_explains_and_worse_for_it_is_stopped_to_be_told_apart():
+    """Spared where the best had seen as many tokens, a candidate much slower than the best's runs
+    vary and worse at the same point of the budget (where the final score is taken) is stopped;
+    not one as fast as the best's runs, nor one ahead at the same point."""
+    reference = {42: curve(5.0), 43: curve(5.2), 44: curve(5.1)}
+    spread, policy = [list(reference.values())], Policy()
+    best_speeds = [4400.0, 4300.0, 4500.0]
+    as_good = [(p, curve_at(curve(5.0, points=40), p / 2) + 0.01) for p, _ in curve(5.0)]  # per token
+    assert prune(as_good, reference, spread, 42, policy, 2200.0, best_speeds) is None
+    reason = too_slow(as_good, reference, spread, 42, policy, 2200.0, best_speeds)
+    assert reason.startswith("stopped at 30% of the budget: 2,200 tok/s against the best's 4,400 (-50%")
+    assert "at the same point" in reason
+    assert too_slow(as_good, reference, spread, 42, policy, 4000.0, best_speeds) is None  # as its runs vary
+    assert too_slow(curve(4.9), reference, spread, 42, policy, 2200.0, best_speeds) is None  # ahead at the same point
+    assert too_slow(as_good, reference, spread, 42, Policy(prune=False), 2200.0, best_speeds) is None
+    assert too_slow(as_good, reference, spread, 42, policy, 2200.0, []) is None  # no speeds known
+    assert too_slow(as_good, reference, [[curve(5.0)]], 42, policy, 2200.0, best_speeds) is None  # no spread
+
+
+def test_a_stopped_candidate_waits_for_a_control_that_tells_the_machine_from_the_change():
+    exp, policy = Experiment(2, "cand", "base"), Policy()
+    stopped = [*BASELINE, Run(2, "cand", 42, "candidate", 1, None, 500.0, stopped="stopped at 30% of the budget")]
+    noise = estimate_noise(stopped, [exp])
+    assert decide(stopped, exp, noise, policy) == Measure(
+        "best", 45, "control", "the candidate was stopped for training slower than the best: is it the machine?")
+    # the control ran as fast as the best's runs had: the slowness is the change's own
+    quiet = stopped + [Run(2, "base", 45, "control", 1, 3.04, 4400.0)]
+    verdict = decide(quiet, exp, noise, policy)
+    assert verdict.status == "pruned" and verdict.reason.startswith("pruned: stopped at 30% of the budget; ")
+    assert "a control run of the best then ran at 4,400 tok/s" in verdict.reason
+    # the control found the machine slower (a new era): the candidate runs again there, at its seed
+    slower = stopped + [Run(2, "base", 45, "control", 2, 3.30, 500.0)]
+    assert decide(slower, exp, noise, policy) == Measure("candidate", 45, "candidate")
+    again = slower + [Run(2, "cand", 45, "candidate", 2, None, 100.0, stopped="stopped at 30% again")]
+    assert "stopped for its slowness again" in decide(again, exp, noise, policy).reason
+    # a control that itself failed tells nothing: another is asked for
+    failed = stopped + [Run(2, "base", 45, "control", 1, None, None)]
+    assert decide(failed, exp, noise, policy).role == "control"
+
 
 # --- the guarantees, by simulation ---------------------------------------------------------------
 

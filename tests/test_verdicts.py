@@ -3,7 +3,9 @@
 older versions still read (and refused for appending).  Run: uv run pytest tests/test_verdicts.py"""
 import io
 import json
+import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from autoresearch.judge import Policy
 from autoresearch.recorder import Display
 from autoresearch.scheduler import Scheduler, init_run
 from autoresearch.workspace import LabError
-from lab_helpers import check_invariants, cli, git, make_repo, variant, verdicts
+from lab_helpers import check_invariants, cli, git, make_repo, start_cli, variant, verdicts, wait_for, write_replay
 
 
 class SlowerMachine:
@@ -101,6 +103,38 @@ def test_early_abort_stops_a_diverging_candidate_but_never_a_confirmation_or_the
     assert Scheduler(lab.workdir, Policy(prune=False)).watcher(exp, Job(3, exp["commit"], 42, "candidate", tmp_path),
                                                                rows)(dict(step=9, progress=0.9, loss=99.0,
                                                                           tokens_per_s=1.0)) is None
+
+
+def test_a_candidate_slower_by_its_own_change_is_stopped_then_pruned_once_a_control_clears_the_machine(
+        tmp_path, use_cache, request):
+    """As good per token as the best, but a tenth as fast and so far behind at the same point of the
+    budget: stopped, then a control run of the best at its usual speed says the slowness is its
+    own, and it is pruned. The loop killed -9 once the stop is recorded goes on from there."""
+    speeds = Path(tempfile.mkdtemp(dir="/var/tmp"))  # files a sandboxed run reads
+    request.addfinalizer(lambda: shutil.rmtree(speeds))
+    (speeds / "best").write_text("4400")
+    (speeds / "deep").write_text("440")
+    repo = make_repo(tmp_path / "repo", variant(SPEED_FILE=str(speeds / "best"), LOSSES=CURVE, SLEEP=2.0))
+    deep = variant(SPEED_FILE=str(speeds / "deep"), LOSSES=tuple(8.0 - 0.01 * k for k in range(10)), SLEEP=20.0)
+    replay = write_replay(tmp_path / "r.jsonl", [{"description": "deeper", "train_py": deep}])
+    assert cli(repo, use_cache, "init", "--tag", "s").returncode == 0
+    workdir = repo / "runs" / "s"
+    loop = start_cli(repo, use_cache, "run", "--agent", f"replay:{replay}", AUTORESEARCH_FAULT="recorded-stopped")
+    wait_for((workdir / ".lab" / "fault-recorded-stopped").exists, timeout=240, what="the stop to be recorded")
+    os.killpg(loop.pid, signal.SIGKILL)
+    loop.wait()
+    out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = check_invariants(workdir)
+    mine = [(r["role"], r["seed"], r["status"]) for r in rows if r["experiment"] == "2"]
+    assert mine == [("candidate", "42", "stopped"), ("control", "45", "run"), ("verdict", "", "pruned")]
+    stop, control, verdict = (r for r in rows if r["experiment"] == "2")
+    assert stop["reason"].startswith("stopped at 30% of the budget: 440 tok/s against the best's 4,400 (-90%")
+    assert stop["val_bpb"] == "" and control["era"] == "1" and not control["reason"].startswith("drift")
+    assert verdict["reason"].startswith("pruned: stopped at 30%") and "slowness is the change's own" in verdict["reason"]
+    log = (workdir / "logs" / f"0002-{stop['commit']}-s42.log").read_text()
+    assert "---" not in log.splitlines()  # stopped before its end
+    assert "stopped at 30% of the budget" in out.stdout and "pruned" in out.stdout
 
 
 OLD_COLUMNS = ["commit", "val_bpb", "memory_gb", "status", "description", "parent", "lines_added", "lines_removed",
