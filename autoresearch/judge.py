@@ -46,6 +46,7 @@ POLICIES = ("noise", "single")
 PRIOR_DF = 8                 # the most the unpaired bound (2 sigma^2) weighs in the paired spread, in df
 DRIFT_CONFIDENCE = 0.999     # how sure a control must be that the machine changed, from val_bpb
 DRIFT_THROUGHPUT = 0.2       # a relative change of tokens/s at least this large can be drift
+SLOW_STOP = 0.5              # a candidate below this share of the best's tokens/s may be stopped for it (`too_slow`)
 
 
 @dataclass(frozen=True)
@@ -378,6 +379,18 @@ def drift(run: Run, runs: list[Run], noise: Noise) -> str | None:
     return "; ".join(reasons) or None
 
 
+def speeds_until(curves: list[list], fraction: float) -> list[float]:
+    """Each run's median tokens/s over its progress points up to `fraction` of the budget (curves:
+    (progress, tokens/s) pairs), as a candidate's speed so far is measured: the first steps of a run
+    are slower than its steady speed, so a run is held to others over the same share of the budget."""
+    out = []
+    for curve in curves:
+        seen = [s for progress, s in curve if progress <= fraction and s]
+        if seen:
+            out.append(stats.median(seen))
+    return out
+
+
 def curve_at(points, fraction: float) -> float | None:
     """The loss at a fraction of the budget, linearly interpolated between progress points
     ((progress, loss) pairs in order); None before the curve reaches it."""
@@ -421,7 +434,8 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
     the best's runs of this era (`speeds`), for the machine's load or for its own change, it is held
     to the best where the best had seen as many tokens, earlier in its budget (so with a higher
     loss): the same tokens and a later point of its schedule, both in its favour. A faster one is
-    held to the best at the same point of the budget, having seen more tokens there."""
+    held to the best at the same point of the budget, having seen more tokens there. `speeds` are
+    the best's runs' over the same share of the budget (`speeds_until`)."""
     if not policy.prune or not reference or not points:
         return None
     speeds = [s for s in speeds if s]  # a row of an older ledger may have none
@@ -437,21 +451,22 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
 
 def too_slow(points, reference: dict[int, list], spread: list[list], seed: int, policy: Policy,
              speed: float | None, speeds: list[float]) -> str | None:
-    """Why a candidate's run should stop now although `prune` spares it, or None: it trains slower
-    than the best's runs of this era explain (`speed_moved`), and at the same point of the budget its
-    loss is worse than the best's beyond the threshold. The final score is taken at the end of the
+    """Why a candidate's run should stop now although `prune` spares it, or None: it trains at less
+    than SLOW_STOP of the best's tokens/s over the same share of the budget, more than those runs
+    vary (`speed_moved`; a run's first steps on a shared machine vary by 20 % and more), and at the
+    same point of the budget its loss is worse than the best's beyond the threshold. The final score is taken at the end of the
     same budget, so if the slowness is its own it ends worse; if it is the machine's, a control run
     of the best shows it. So this stop is no verdict: `decide` asks for that control first."""
     speeds = [s for s in speeds if s]
     if not policy.prune or not reference or not points or not speed or not speeds:
         return None
     median = stats.median(speeds)
-    if speed >= median or not speed_moved(speed, speeds):
+    if speed >= SLOW_STOP * median or not speed_moved(speed, speeds):
         return None
     for fraction, mine, against, limit in _checkpoints(points, reference, spread, seed, policy, lambda f: f):
         if mine > against + limit:
             return (f"stopped at {fraction:.0%} of the budget: {speed:,.0f} tok/s against the best's "
-                    f"{median:,.0f} ({speed / median - 1:+.0%}, more than its runs vary), and training loss "
+                    f"{median:,.0f} ({speed / median:.0%} of it), and training loss "
                     f"{mine:.3f} against the best's {against:.3f} at the same point (+{mine - against:.3f}, "
                     f"more than {limit:.3f})")
     return None

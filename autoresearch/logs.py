@@ -48,22 +48,20 @@ def end_line(path: Path) -> None:
             f.write(b"\n")
 
 
-def curve(workdir: Path, row: dict, index: int) -> list[tuple[float, float]]:
-    """A run's training loss against the share of its budget, from its progress lines."""
-    return [(p["progress"], p["loss"]) for p in progress_points(row_log(workdir, row, index))]
-
-
-def era_curves(workdir: Path, rows: list[dict], best: str, era: int) -> tuple[dict[int, list], list[list]]:
+def era_curves(workdir: Path, rows: list[dict], best: str, era: int) -> tuple[dict[int, list], list[list], list[list]]:
     """The loss curves of an era's runs: the best commit's by seed, and every commit's grouped by
-    commit (their seed-to-seed spread is what a candidate's curve is held to)."""
-    by_seed, groups = {}, {}
+    commit (their seed-to-seed spread is what a candidate's curve is held to); and the best's
+    tokens/s against the share of its budget, one list per run (a candidate's speed so far is held
+    to the best's over the same share)."""
+    by_seed, groups, speeds = {}, {}, []
     for i, row in enumerate(rows):
         if (measurements.number(row.get("era"), int) or 1) != era or measurements.run_value(row) is None:
             continue
-        points = curve(workdir, row, i)
+        points = progress_points(row_log(workdir, row, i))
         if not points:
             continue
-        groups.setdefault(row["commit"], []).append(points)
+        groups.setdefault(row["commit"], []).append([(p["progress"], p["loss"]) for p in points])
         if row["commit"] == best[:7]:
-            by_seed[measurements.number(row.get("seed"), int)] = points
-    return by_seed, list(groups.values())
+            by_seed[measurements.number(row.get("seed"), int)] = groups[row["commit"]][-1]
+            speeds.append([(p["progress"], p["tokens_per_s"]) for p in points])
+    return by_seed, list(groups.values()), speeds

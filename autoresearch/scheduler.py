@@ -388,10 +388,8 @@ class Scheduler:
         label = f"#{exp['number']} {job.role} s{job.seed}"
         points, speeds, reference, spread, best_speeds = [], [], {}, [], []
         if job.role == "candidate" and self.policy.prune and not self.policy.single:
-            runs = measurements.runs(rows)
-            era = judge.current_era(runs)
-            reference, spread = logs.era_curves(self.workdir, rows, exp["parent"], era)
-            best_speeds = [r.tokens_per_s for r in runs if r.commit == exp["parent"][:7] and r.era == era and r.ok]
+            era = judge.current_era(measurements.runs(rows))
+            reference, spread, best_speeds = logs.era_curves(self.workdir, rows, exp["parent"], era)
 
         def on_progress(p):
             self.display.progress(label, p)
@@ -399,7 +397,8 @@ class Scheduler:
                 return None
             points.append((p["progress"], p["loss"]))
             speeds.append(p["tokens_per_s"])
-            args = (points, reference, spread, job.seed, self.policy, stats.median(speeds), best_speeds)
+            args = (points, reference, spread, job.seed, self.policy, stats.median(speeds),
+                    judge.speeds_until(best_speeds, p["progress"]))
             why = judge.prune(*args)
             if why is None and (why := judge.too_slow(*args)) and exp.get("run"):
                 exp["run"]["stopped"] = True  # recorded as a stop, not a verdict: a control comes first

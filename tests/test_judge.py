@@ -9,7 +9,7 @@ import pytest
 
 from autoresearch import stats
 from autoresearch.judge import (Experiment, Measure, Noise, Policy, Run, Verdict, curve_at, decide, drift,
-                                estimate_noise, overrun, prune, too_slow)
+                                estimate_noise, overrun, prune, speeds_until, too_slow)
 
 
 def test_student_t_quantiles_match_the_tables():
@@ -189,14 +189,19 @@ def test_a_candidate_slower_than_the_load_explains_and_worse_for_it_is_stopped_t
     best_speeds = [4400.0, 4300.0, 4500.0]
     as_good = [(p, curve_at(curve(5.0, points=40), p / 2) + 0.01) for p, _ in curve(5.0)]  # per token
     assert prune(as_good, reference, spread, 42, policy, 2200.0, best_speeds) is None
-    reason = too_slow(as_good, reference, spread, 42, policy, 2200.0, best_speeds)
-    assert reason.startswith("stopped at 30% of the budget: 2,200 tok/s against the best's 4,400 (-50%")
+    reason = too_slow(as_good, reference, spread, 42, policy, 2100.0, best_speeds)
+    assert reason.startswith("stopped at 30% of the budget: 2,100 tok/s against the best's 4,400 (48% of it)")
     assert "at the same point" in reason
     assert too_slow(as_good, reference, spread, 42, policy, 4000.0, best_speeds) is None  # as its runs vary
-    assert too_slow(curve(4.9), reference, spread, 42, policy, 2200.0, best_speeds) is None  # ahead at the same point
-    assert too_slow(as_good, reference, spread, 42, Policy(prune=False), 2200.0, best_speeds) is None
-    assert too_slow(as_good, reference, spread, 42, policy, 2200.0, []) is None  # no speeds known
-    assert too_slow(as_good, reference, [[curve(5.0)]], 42, policy, 2200.0, best_speeds) is None  # no spread
+    assert too_slow(as_good, reference, spread, 42, policy, 2300.0, best_speeds) is None  # over half as fast
+    assert too_slow(curve(4.9), reference, spread, 42, policy, 2100.0, best_speeds) is None  # ahead at the same point
+    assert too_slow(as_good, reference, spread, 42, Policy(prune=False), 2100.0, best_speeds) is None
+    assert too_slow(as_good, reference, spread, 42, policy, 2100.0, []) is None  # no speeds known
+    assert too_slow(as_good, reference, [[curve(5.0)]], 42, policy, 2100.0, best_speeds) is None  # no spread
+    # the best's speeds over the same share of the budget: its first steps are slower than the rest
+    warming = [[(0.0, 500.0), (0.0, 3000.0), (0.1, 3500.0), (0.2, 4400.0), (0.3, 4400.0), (0.4, 4400.0)],
+               [(0.0, 400.0), (0.1, 2000.0), (0.2, 4300.0), (0.4, 4500.0)], [(0.5, 4000.0)], []]
+    assert speeds_until(warming, 0.2) == [3500.0, 2000.0] and speeds_until(warming, 1.0) == [4400.0, 4300.0, 4000.0]
 
 
 def test_a_stopped_candidate_waits_for_a_control_that_tells_the_machine_from_the_change():

@@ -129,7 +129,7 @@ def test_a_candidate_slower_by_its_own_change_is_stopped_then_pruned_once_a_cont
     mine = [(r["role"], r["seed"], r["status"]) for r in rows if r["experiment"] == "2"]
     assert mine == [("candidate", "42", "stopped"), ("control", "45", "run"), ("verdict", "", "pruned")]
     stop, control, verdict = (r for r in rows if r["experiment"] == "2")
-    assert stop["reason"].startswith("stopped at 30% of the budget: 440 tok/s against the best's 4,400 (-90%")
+    assert stop["reason"].startswith("stopped at 30% of the budget: 440 tok/s against the best's 4,400 (10% of it)")
     assert stop["val_bpb"] == "" and control["era"] == "1" and not control["reason"].startswith("drift")
     assert verdict["reason"].startswith("pruned: stopped at 30%") and "slowness is the change's own" in verdict["reason"]
     log = (workdir / "logs" / f"0002-{stop['commit']}-s42.log").read_text()
