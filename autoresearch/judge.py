@@ -58,7 +58,7 @@ class Policy:
     max_runs: int = 5               # candidate runs per experiment at most (noise policy)
     keep_runs: int = 2              # a kept commit's value is a mean over at least this many runs
     baseline_runs: int = 3          # seeds the baseline is run at before the first proposal
-    control_every: int = 5          # a control run of the best every N experiments (0: never)
+    control_every: int = 5          # a control run of the best N experiments after the last one at most (0: never)
     prune: bool = True              # early abort of clearly worse candidates
     prune_at: tuple = (0.3, 0.5, 0.7)  # checkpoints, as fractions of the time budget
     prune_sigmas: float = 1.0       # how many of the best's seed-to-seed spreads worse a candidate must be there
@@ -257,7 +257,8 @@ def decide(runs: list[Run], exp: Experiment, noise: Noise, policy: Policy) -> Me
     slow = _stopped(own, exp, runs, policy, era)
     if slow is not None:
         return slow
-    if policy.control_every and exp.number % policy.control_every == 0 \
+    last_control = max((r.experiment for r in runs if r.role == "control" and r.experiment < exp.number), default=0)
+    if policy.control_every and exp.number - last_control >= policy.control_every \
             and not any(r.role == "control" for r in own):
         return Measure("best", new_seed(runs, exp, policy), "control",
                        f"a control run of the best every {policy.control_every} experiments")
@@ -451,12 +452,13 @@ def prune(points, reference: dict[int, list], spread: list[list], seed: int, pol
 
 def too_slow(points, reference: dict[int, list], spread: list[list], seed: int, policy: Policy,
              speed: float | None, speeds: list[float]) -> str | None:
-    """Why a candidate's run should stop now although `prune` spares it, or None: it trains at less
-    than SLOW_STOP of the best's tokens/s over the same share of the budget, more than those runs
-    vary (`speed_moved`; a run's first steps on a shared machine vary by 20 % and more), and at the
-    same point of the budget its loss is worse than the best's beyond the threshold. The final score is taken at the end of the
-    same budget, so if the slowness is its own it ends worse; if it is the machine's, a control run
-    of the best shows it. So this stop is no verdict: `decide` asks for that control first."""
+    """Why a candidate's run should stop now although `prune` spares it, or None: it trains at less than
+    SLOW_STOP of the best's tokens/s over the same share of the budget, more than those runs vary
+    (`speed_moved`; a run's first steps on a shared machine vary by 20 % and more), and at the same
+    point of the budget its loss is worse than the best's beyond the threshold. The final score is
+    taken at the end of the same budget, so if the slowness is its own it ends worse; if it is the
+    machine's, a control run of the best shows it. So this stop is no verdict: `decide` asks for
+    that control first, and it stands for the next periodic one (`Policy.control_every`)."""
     speeds = [s for s in speeds if s]
     if not policy.prune or not reference or not points or not speed or not speeds:
         return None

@@ -6,13 +6,14 @@ description), so its analysis still reads the file; the lab's own columns follow
 An experiment is one proposal with all the runs it took to judge it (its number is `experiment`).
 The row that ends it carries its verdict as `status` (keep, discard, crash, timeout, rejected,
 pruned) and in `val_bpb` the experiment's mean over its runs, so a reader that takes the keep rows
-gets the kept experiments with their mean val_bpb, as in the original project. The other rows of
-an experiment (a confirmation, a control run of the best) have status `run` and their own value in
-`val_bpb`; a candidate's run stopped early for training slower than the best has status
-`stopped` and no value, and a control run of the best follows it. Every row's own measurement is `run_bpb`. When an experiment ends on a run that is not
-the candidate's, its verdict is a row of its own, with role `verdict` and no run. Ledgers written
-before runs had rows of their own (one row per experiment, no `experiment` column) still read, and
-every reader here accepts statuses it has never heard of.
+gets the kept experiments with their mean val_bpb, as in the original project. The other rows of an
+experiment (a confirmation, a control run of the best) have status `run` and their own value in
+`val_bpb`; a candidate's run stopped early for training slower than the best has status `stopped`
+and no value, and a control run of the best follows it. Every row's own measurement is `run_bpb`.
+When an experiment ends on a run that is not the candidate's, its verdict is a row of its own, with
+role `verdict` and no run. Ledgers written before runs had rows of their own (one row per
+experiment, no `experiment` column) still read, and every reader here accepts statuses it has never
+heard of.
 
 An append is a single write() of one whole line to a file opened with O_APPEND, under an exclusive
 flock, then fsync: two appenders never interleave, and a crash can at worst leave a torn last line

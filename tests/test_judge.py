@@ -108,6 +108,10 @@ def test_controls_of_the_best_every_n_experiments_and_when_the_throughput_moves(
     assert decide(fast, fifth, noise, Policy(control_every=5)) == Measure(
         "best", 45, "control", "a control run of the best every 5 experiments")
     assert decide(fast, fifth, noise, Policy(control_every=0)) == Measure("candidate", 42, "candidate")
+    # N experiments after the last control, whatever asked for that one (a stop for slowness, a drift)
+    third = fast + [Run(3, "base", 45, "control", 1, 3.05, tokens_per_s=4400)]
+    assert decide(third, fifth, noise, Policy(control_every=5)).role == "candidate"
+    assert decide(third, Experiment(8, "cand", "base"), noise, Policy(control_every=5)).role == "control"
     # a promising candidate that ran at half the speed: is it the machine? the best is run again first
     slow = fast + [Run(2, "cand", 42, "candidate", 1, 2.96, tokens_per_s=2200)]
     assert decide(slow, Experiment(2, "cand", "base"), noise, Policy()).role == "control"
