@@ -364,7 +364,8 @@ def policy_args(q) -> None:
     q.add_argument("--baseline-runs", type=int, default=d.baseline_runs,
                    help=f"seeds the baseline is run at before the first proposal (default {d.baseline_runs})")
     q.add_argument("--control-every", type=int, default=d.control_every,
-                   help=f"a control run of the best N experiments after the last one, 0 never (default {d.control_every})")
+                   help=f"a control run of the best N experiments after the last one, 0 never "
+                        f"(default {d.control_every})")
     q.add_argument("--no-prune", action="store_true", help="never stop a clearly worse candidate early")
     q.add_argument("--seed", type=int, default=d.seed, help=f"s1 of the lab's seed schedule, and the agent's seed "
                                                             f"(default {d.seed})")

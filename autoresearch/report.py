@@ -121,8 +121,8 @@ def reading_guide(setup: dict, confidence: str | None) -> str:
         "<b>discard</b>: not shown better; <b>pruned</b>: stopped early because its training loss was clearly "
         "worse, or because it trained so much slower than the best that it fell far behind within the same time "
         "(a run of the best then showed the machine as fast as before); crash, timeout, rejected and overrun "
-        "produced no number that counts. The <b>change vs best</b> is the mean of its differences from the best at the same seeds (and the same machine speed), so it can "
-        "disagree with the difference of the two val_bpb columns, which average over different seeds. The "
+        "produced no number that counts. The <b>change vs best</b> is the mean of its differences from the best "
+        "at the same seeds (and the same machine speed), so it can disagree with the difference of the two val_bpb columns, which average over different seeds. The "
         "<b>noise floor</b> "
         f"({html.escape(noise)}) is how much one run moves by chance: a difference smaller than that, measured "
         "once, says nothing.</p>")

@@ -274,6 +274,14 @@ def report(tally: dict, sigma: float, cache: Path, tmp: Path, final_seeds: int, 
             for what, items in per.items()))
 
 
+def tiny_cache(tmp: Path, budget: int) -> Path:
+    """A tiny-profile cache with this budget, prepared under tmp from the offline python source."""
+    cache = tmp / "cache"
+    subprocess.run([sys.executable, str(ROOT / "prepare.py"), "--source", "python", "--profile", "tiny",
+                    "--time-budget", str(budget), "--cache", str(cache)], check=True, capture_output=True)
+    return cache
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--budget", type=int, default=10, help="seconds of training per run (default 10)")
@@ -285,9 +293,7 @@ def main():
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cache = tmp / "cache"
-        subprocess.run([sys.executable, str(ROOT / "prepare.py"), "--source", "python", "--profile", "tiny",
-                        "--time-budget", str(args.budget), "--cache", str(cache)], check=True, capture_output=True)
+        cache = tiny_cache(tmp, args.budget)
         base = sabotaged((ROOT / "train.py").read_text())
         sigma, goods = check_goods(base, cache, range(1000, 1000 + args.check_seeds), tmp)
         os.environ.update(AUTORESEARCH_CACHE=str(cache), AUTORESEARCH_DEVICE="cpu")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from autoresearch.agents.replay import OneProposal  # noqa: E402
 from autoresearch.judge import Policy  # noqa: E402
 from autoresearch.recorder import Display  # noqa: E402
 from autoresearch.scheduler import Scheduler, init_run  # noqa: E402
-from judging import BADS, one_experiment, timed_runs  # noqa: E402
+from judging import BADS, one_experiment, timed_runs, tiny_cache  # noqa: E402
 from lab_helpers import make_repo  # noqa: E402
 
 
@@ -40,9 +39,7 @@ def main():
     started = time.time()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cache = tmp / "cache"
-        subprocess.run([sys.executable, str(ROOT / "prepare.py"), "--source", "python", "--profile", "tiny",
-                        "--time-budget", str(args.budget), "--cache", str(cache)], check=True, capture_output=True)
+        cache = tiny_cache(tmp, args.budget)
         os.environ.update(AUTORESEARCH_CACHE=str(cache), AUTORESEARCH_DEVICE="cpu")
         base = (ROOT / "train.py").read_text()
         old, new = BADS[-1]
