@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from . import ledger, runner, state, workspace
-from .runner import progress_points
+from .runner import progress_points, reached
+from .measurements import number
 from .workspace import LabError
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # where `import autoresearch` is found
@@ -283,7 +284,8 @@ def phase(info: dict, max_runs: int | None = None) -> str:
     last = points[-1]  # its progress is the budget's share spent before that step, "left" what is after it
     if last["progress"] >= 0.99 or last.get("left") == 0:
         return f"evaluating {what} (its model is handed off and the lab's evaluator scores it)"
-    return f"training {what} ({last['progress']:.0%} of the budget)"
+    budget = number(info.get("time_budget"))
+    return f"training {what} ({reached(last, budget) if budget else last['progress']:.0%} of the budget)"
 
 
 def curves_chart(info: dict, width: int = 520, height: int = 260):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from . import ledger
+from . import ledger, runner
 from .judge import Noise, Policy, Verdict
 from .measurements import number
 from .workspace import LabError
@@ -39,7 +39,7 @@ class Display:
 
     def progress(self, label, p):
         if self.live:
-            self.stream.write(f"\r\033[K   {label} {p['progress'] * self.budget:5.0f}s / {self.budget}s | step "
+            self.stream.write(f"\r\033[K   {label} {runner.reached(p, self.budget) * self.budget:5.0f}s / {self.budget}s | step "
                               f"{p['step']} | loss {p['loss']:.4f} | {p['tokens_per_s']:,.0f} tok/s")
             self.stream.flush()
 

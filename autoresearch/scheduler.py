@@ -397,8 +397,9 @@ class Scheduler:
                 return None
             points.append((p["progress"], p["loss"]))
             speeds.append(p["tokens_per_s"])
-            args = (points, reference, spread, job.seed, self.policy, stats.median(speeds),
-                    judge.speeds_until(best_speeds, p["progress"]))
+            now = runner.reached(p, self.budget)  # the model of this loss has trained until now
+            args = (points + [(now, p["loss"])] if now > p["progress"] else points, reference, spread,
+                    job.seed, self.policy, stats.median(speeds), judge.speeds_until(best_speeds, now))
             why = judge.prune(*args)
             if why is None and (why := judge.too_slow(*args)) and exp.get("run"):
                 exp["run"]["stopped"] = True  # recorded as a stop, not a verdict: a control comes first

@@ -138,6 +138,9 @@ def test_the_phase_is_named_from_what_the_run_s_files_say():
     assert background.phase(last) == "training the candidate at seed 42 (72% of the budget)"
     last["current_points"] = [runner.parse_progress(line.format(0))]
     assert background.phase(last).startswith("evaluating the candidate at seed 42")
+    # a step nearly as long as the budget (a much larger model): its line's percent is where it began
+    last.update(time_budget="10", current_points=[runner.parse_progress(line.replace("72.0%", "0.0%").format(2))])
+    assert background.phase(last) == "training the candidate at seed 42 (75% of the budget)"
     confirm = dict(role="confirm", seed=43, commit="bbbbbbb")
     runs = [dict(commit="bbbbbbb", role="candidate"), dict(commit="aaaaaaa", role="confirm")]
     assert background.phase(info(run=confirm, runs=runs, points=(0.3,)), max_runs=5) == \

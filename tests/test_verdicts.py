@@ -100,6 +100,12 @@ def test_early_abort_stops_a_diverging_candidate_but_never_a_confirmation_or_the
         reasons = [watch(dict(step=k, progress=k / 10, loss=loss, tokens_per_s=100_000.0)) for k, loss in
                    enumerate(DIVERGING)]
         assert any(reasons) == stops, role
+    # a step that takes most of the budget: its line's percent is where it began, its `left` where it ended,
+    # and its loss is the model's all along; without `left` the lab waits for the next line
+    step = dict(step=1, progress=0.0, loss=9.5, tokens_per_s=100_000.0, left=round(0.15 * lab.budget))
+    job = Job(3, lab.state["best_commit"], 42, "candidate", tmp_path / "y.log")
+    assert lab.watcher(exp, job, rows)(step).startswith("pruned at 30% of the budget: training loss 9.500")
+    assert lab.watcher(exp, job, rows)(dict(step, left=None)) is None
     assert Scheduler(lab.workdir, Policy(prune=False)).watcher(exp, Job(3, exp["commit"], 42, "candidate", tmp_path),
                                                                rows)(dict(step=9, progress=0.9, loss=99.0,
                                                                           tokens_per_s=1.0)) is None
