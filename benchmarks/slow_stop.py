@@ -48,6 +48,7 @@ def main():
         print(f"budget {args.budget} s; the deep proposal: {old.strip()} -> {new.strip()}")
         print("| policy | the deep proposal's runs | their seconds | wall s | verdict | reason |")
         print("| --- | --- | --- | --- | --- | --- |")
+        details = []
         for name, policy in (("default", Policy()), ("no-prune", Policy(prune=False))):
             lab = Scheduler(init_run(repo, name), policy, display=Display(stream=io.StringIO()))
             seconds = {}
@@ -64,6 +65,12 @@ def main():
             spent = sum(v for k, v in seconds.items() if k[0] == 2)
             print(f"| {name} | {'; '.join(runs)} | {spent:.0f} | {wall:.0f} | {rows[-1]['status']} | "
                   f"{rows[-1]['reason']} |", flush=True)
+            details.append((name, [(r["role"], r["status"], r["era"], r.get("tokens_per_s", ""), r["reason"])
+                                   for r in lab.rows()]))
+        for name, rows in details:  # every run of each policy's branch, the baseline's included
+            print(f"\n{name}:")
+            for row in rows:
+                print("  " + " | ".join(row))
     print(f"\n{time.time() - started:.0f} s in all; load average now {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
 
