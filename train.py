@@ -7,8 +7,9 @@ Usage: uv run train.py        (after `uv run prepare.py`; the lab runs it the sa
 What the lab reads from this file's text and output (tests/test_train.py checks each):
 - the hyperparameter block: the lines between the `# Hyperparameters` rules below, single-line
   `NAME = value` assignments that the search agent rewrites in place;
-- one progress line per step: `step 00042 |  35.2% | loss 3.412345 | ... | 1,640,000 tok/s | ...`,
-  which the lab parses for its live view and early abort;
+- one progress line per step: `step 00042 |  35.2% | loss 3.412345 | ... | 1,640,000 tok/s | ... | 194s left`
+  (the percent of the budget where the step began, the seconds left where it ended), which the lab
+  parses for its live view and early abort;
 - the summary block after a line `---`: `key: value` lines (val_bpb, training_seconds, num_steps,
   tokens_per_s, ...), informational: under the lab val_bpb is the evaluator's, not this block's;
 - the end: `evaluate_bpb(model, tokenizer, batch_size)`, with `model(idx)` returning logits.

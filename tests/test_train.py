@@ -53,6 +53,7 @@ def test_tiny_run_evaluates_alone_and_keeps_the_textual_contracts(tiny_cache, tm
     parsed = [runner.parse_progress(line) for line in steps]
     assert steps and all(parsed) and [p["step"] for p in parsed] == list(range(len(steps)))
     assert parsed[-1]["progress"] > parsed[0]["progress"] and all(p["tokens_per_s"] > 0 for p in parsed)
+    assert parsed[0]["left"] == 4 and parsed[-1]["left"] == 0  # the untimed first step spends none of it
     lab_view = runner.parse_summary(out.stdout)
     assert recorder.tokens_per_s(lab_view) > 0 and float(lab_view["val_bpb"]) > 0
     values = {k: v.strip() for k, v in summary(out.stdout).items()}
