@@ -67,10 +67,12 @@ def init_run(root: Path, tag: str, cache=None) -> Path:
     return workdir
 
 
-def countdown(elapsed: float, ended: int, max_experiments: int | None, max_hours: float | None) -> str:
-    """" (experiment k of n, about m min left)" for a loop given a number of experiments: the time left
-    from the pace so far. Where the hours allowed end first, n is the number the pace lets start
-    before then ("of about n"). Empty without a number."""
+def countdown(elapsed: float, ended: int, max_experiments: int | None, max_hours: float | None,
+              others: int = 0) -> str:
+    """" (experiment k of n, about m min left)" for a loop given a number of experiments, k counting
+    the `others` in flight beside this one (several workers): the time left from the pace so far.
+    Where the hours allowed end first, n is the number the pace lets start before then ("of about
+    n"). Empty without a number."""
     if max_experiments is None:
         return ""
     total, left = f"{max_experiments}", None
@@ -80,8 +82,8 @@ def countdown(elapsed: float, ended: int, max_experiments: int | None, max_hours
         allowed = None if max_hours is None else max(0.0, max_hours * 3600 - elapsed)
         if allowed is not None and allowed < left:
             left = allowed
-            total = f"about {min(max_experiments, ended + max(1, math.ceil(allowed / pace)))}"
-    text = f" (experiment {ended + 1} of {total}"
+            total = f"about {min(max_experiments, max(ended + others + 1, ended + math.ceil(allowed / pace)))}"
+    text = f" (experiment {ended + others + 1} of {total}"
     return text + (f", about {max(1, round(left / 60))} min left)" if left is not None else ")")
 
 
@@ -557,7 +559,8 @@ class Scheduler:
                         ended += outcome == "rejected"
                         if outcome == "measuring":
                             self.announce(self.in_flight[-1],
-                                          countdown(time.time() - start, ended, max_experiments, max_hours))
+                                          countdown(time.time() - start, ended, max_experiments, max_hours,
+                                                    len(self.in_flight) - 1))
                         continue
                     if settled and not running and not self.in_flight:
                         break

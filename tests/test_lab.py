@@ -435,6 +435,8 @@ def test_a_loop_given_a_number_of_experiments_says_which_one_runs_and_the_time_l
     assert countdown(120.0, 2, 13, 0.1) == " (experiment 3 of about 6, about 4 min left)"  # 4 min left: 4 more start
     assert countdown(120.0, 2, 4, 1.0) == " (experiment 3 of 4, about 2 min left)"  # the number ends first
     assert countdown(10.0, 1, None, 1.0) == ""
+    assert countdown(120.0, 2, 5, None, others=1) == " (experiment 4 of 5, about 3 min left)"  # one more in flight
+    assert countdown(120.0, 2, 13, 0.05, others=2) == " (experiment 5 of about 5, about 1 min left)"
 
 
 def test_the_demo_summary_says_how_sure_each_keep_is_and_what_it_means(tmp_path, capsys):
