@@ -284,8 +284,7 @@ def phase(info: dict, max_runs: int | None = None) -> str:
     last = points[-1]  # its progress is the budget's share spent before that step, "left" what is after it
     if last["progress"] >= 0.99 or last.get("left") == 0:
         return f"evaluating {what} (its model is handed off and the lab's evaluator scores it)"
-    budget = number(info.get("time_budget"))
-    return f"training {what} ({reached(last, budget) if budget else last['progress']:.0%} of the budget)"
+    return f"training {what} ({reached(last, number(info.get('time_budget'))):.0%} of the budget)"
 
 
 def curves_chart(info: dict, width: int = 520, height: int = 260):

@@ -39,8 +39,9 @@ class Display:
 
     def progress(self, label, p):
         if self.live:
-            self.stream.write(f"\r\033[K   {label} {runner.reached(p, self.budget) * self.budget:5.0f}s / {self.budget}s | step "
-                              f"{p['step']} | loss {p['loss']:.4f} | {p['tokens_per_s']:,.0f} tok/s")
+            spent = runner.reached(p, self.budget) * self.budget
+            self.stream.write(f"\r\033[K   {label} {spent:5.0f}s / {self.budget}s | step {p['step']} | "
+                              f"loss {p['loss']:.4f} | {p['tokens_per_s']:,.0f} tok/s")
             self.stream.flush()
 
 

@@ -51,12 +51,13 @@ def parse_progress(line: str) -> dict | None:
                 left=int(m["left"]) if m["left"] else None)  # seconds of budget left after the step
 
 
-def reached(p: dict, budget: float) -> float:
+def reached(p: dict, budget: float | None) -> float:
     """How far through the budget a run is once the step of progress line p has ended. The line's
     percent is where that step began, and its loss is of the model trained that far, which stays
     the model until the step's update ends; its `left` says where the step ended, to the second (so
-    counted here as half a second less far). A step longer than a tenth of the budget (a much larger
-    model) is where the two differ: the run has spent that share of its budget with that loss."""
+    counted here as half a second less far). The two differ by the step's length: where steps are
+    long against the budget (a much larger model), the run has spent that much more with that loss.
+    Without `left` or a budget, the line's percent."""
     if p.get("left") is None or not budget:
         return p["progress"]
     return min(1.0, max(p["progress"], 1.0 - (p["left"] + 0.5) / budget))

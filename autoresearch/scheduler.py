@@ -75,15 +75,15 @@ def countdown(elapsed: float, ended: int, max_experiments: int | None, max_hours
     n"). Empty without a number."""
     if max_experiments is None:
         return ""
-    total, left = f"{max_experiments}", None
+    number, total, left = ended + others + 1, f"{max_experiments}", None
     if ended:
         pace = elapsed / ended
         left = pace * (max_experiments - ended)
         allowed = None if max_hours is None else max(0.0, max_hours * 3600 - elapsed)
         if allowed is not None and allowed < left:
             left = allowed
-            total = f"about {min(max_experiments, max(ended + others + 1, ended + math.ceil(allowed / pace)))}"
-    text = f" (experiment {ended + others + 1} of {total}"
+            total = f"about {min(max_experiments, max(number, ended + math.ceil(allowed / pace)))}"
+    text = f" (experiment {number} of {total}"
     return text + (f", about {max(1, round(left / 60))} min left)" if left is not None else ")")
 
 

@@ -48,11 +48,11 @@ if os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
 SPEED = float(open(SPEED_FILE).read()) if SPEED_FILE else 100_000.0
 # LOSSES: one progress line per loss, spread over SLEEP seconds (else one line, then SLEEP)
 # (as train.py's lines: the percent is where the step began, the seconds left where it ended)
-for i, loss in enumerate(LOSSES or (8.0,)):
-    n = len(LOSSES or (8.0,))
-    print(f"step {i:05d} | {100 * i / n:5.1f}% | loss {loss:.6f} | lr 1.00 | dt 1ms | "
-          f"{SPEED:,.0f} tok/s | mfu n/a | epoch 0 | {TIME_BUDGET * (1 - (i + 1) / n):.0f}s left", flush=True)
-    time.sleep(SLEEP / len(LOSSES or (8.0,)))
+STEPS = LOSSES or (8.0,)
+for i, loss in enumerate(STEPS):
+    print(f"step {i:05d} | {100 * i / len(STEPS):5.1f}% | loss {loss:.6f} | lr 1.00 | dt 1ms | {SPEED:,.0f} tok/s | "
+          f"mfu n/a | epoch 0 | {TIME_BUDGET * (1 - (i + 1) / len(STEPS)):.0f}s left", flush=True)
+    time.sleep(SLEEP / len(STEPS))
 if CRASH:
     raise RuntimeError("boom: the model exploded")
 if TOUCH_PREPARE:
