@@ -212,7 +212,7 @@ def live(root, tag) -> dict:
     current, current_points = None, []
     if in_flight:
         exp = in_flight[0]
-        run = exp.get("run")
+        run = next(iter(state.running(exp)), None)
         mine = measurements.rows_of(rows, exp["number"])
         current = dict(number=exp["number"], description=exp.get("description", ""), agent=exp.get("agent", ""),
                        started=exp.get("started", ""), phase=exp.get("phase", ""),
@@ -221,9 +221,8 @@ def live(root, tag) -> dict:
         if run and exp.get("phase") == "measuring":
             current_points = progress_points(logs.log_path(workdir, exp["number"], run["commit"], run["seed"]))
     runs_in_flight = []  # one per worker busy (several with --workers N)
-    for exp in in_flight:
-        run = exp.get("run")
-        if run and exp.get("phase") == "measuring":
+    for exp, run in ((e, r) for e in in_flight for r in state.running(e)):
+        if exp.get("phase") == "measuring":
             points = progress_points(logs.log_path(workdir, exp["number"], run["commit"], run["seed"]))
             runs_in_flight.append(dict(worker=run.get("worker") or "local", experiment=exp["number"],
                                        description=exp.get("description", ""), role=run["role"], seed=run["seed"],

@@ -152,7 +152,7 @@ def status_of(workdir: Path) -> dict:
     for exp in st.get("experiments", []):
         mine = measurements.rows_of(rows, exp["number"])
         in_flight.append(dict(number=exp["number"], phase=exp["phase"], description=exp.get("description", ""),
-                              commit=(exp.get("commit") or "")[:7], run=exp.get("run"),
+                              commit=(exp.get("commit") or "")[:7], in_flight=state.running(exp),
                               runs=[{k: r[k] for k in ("commit", "role", "seed", "run_bpb")} for r in mine]))
     return dict(tag=st["tag"], branch=st["branch"], workdir=str(workdir), results=str(workdir / "results.tsv"),
                 profile=st.get("profile"), experiments=len(ended), runs=len(rows), kept=counts.get(ledger.KEEP, 0),
@@ -175,8 +175,8 @@ def print_status(workdir: Path) -> None:
     print(f"noise {judge.Noise(n['sigma'], n['df'], n['sigma_diff'], n['df_diff']).describe()}"
           + (f" | era {s['era']}: a drift was seen, earlier runs are set aside" if s["era"] > 1 else ""))
     for exp in s["in_flight"]:
-        run = exp["run"] or {}
-        where = f", {run['role']} s{run['seed']} on worker {run['worker']}" if run.get("worker") else ""
+        where = "".join(f", {run['role']} s{run['seed']} on worker {run['worker']}"
+                        for run in exp["in_flight"] if run.get("worker"))
         runs = len(exp["runs"])
         print(f"in flight: #{exp['number']} ({exp['phase']}, {runs} run{'s' if runs != 1 else ''} so far{where}) "
               f"{exp['description']}")

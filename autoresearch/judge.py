@@ -2,9 +2,11 @@
 
 In: every run measured on this branch (`Run`), the experiment being judged (`Experiment`), the
 noise estimate (`estimate_noise`) and the `Policy`. Out: `Measure` (run this commit at this seed
-next) or `Verdict` (keep or discard, with the experiment's mean, its paired difference and the
-interval around it). The scheduler asks again after every run, so a loop killed at any point asks
-the same question on restart and gets the same answer.
+next), `Verdict` (keep or discard, with the experiment's mean, its paired difference and the
+interval around it) or None (wait for the experiment's runs in flight: several run at once only
+where each is needed whatever the others give, as the baseline's seeds are). The scheduler asks
+again after every run, so a loop killed at any point asks the same question on restart and gets the
+same answer.
 
 How the noise-aware policy decides (`Policy.name == "noise"`):
 
@@ -238,16 +240,26 @@ def futility(n: int, policy: Policy) -> float:
     return boundary(policy) * n / policy.max_runs
 
 
-def decide(runs: list[Run], exp: Experiment, noise: Noise, policy: Policy) -> Measure | Verdict:
-    """What to do next for `exp`, given every run so far (`runs` includes the experiment's own)."""
+def decide(runs: list[Run], exp: Experiment, noise: Noise, policy: Policy,
+           pending: tuple[Measure, ...] = (), baseline_pending: bool = False) -> Measure | Verdict | None:
+    """What to do next for `exp`, given every run so far (`runs` includes the experiment's own) and
+    its runs in flight (`pending`): a further run only where it is needed whatever those give (a
+    baseline's other seeds), else None, to wait for them. `baseline_pending`: the best is the
+    baseline, still being measured; a candidate's first run, at s1 (a seed the baseline always
+    has), needs nothing from it, and what follows waits for its verdict."""
     era = current_era(runs)
     own = [r for r in runs if r.experiment == exp.number]
     if exp.baseline:
-        return _baseline(own, exp, policy, era)
+        return _baseline(own, exp, policy, era, pending)
+    if baseline_pending:
+        first = not pending and not any(r.commit == exp.commit for r in own)
+        return Measure("candidate", policy.seed, "candidate") if first else None
     best_era = [r for r in runs if r.commit == exp.parent and r.ok and r.era == era and r.seed is not None]
     if not any(r.commit == exp.parent and r.ok for r in runs):
         # the best never produced a number (a crashed baseline): the candidate is measured as a baseline is
-        return _baseline([r for r in own if r.commit == exp.commit], exp, policy, era)
+        return _baseline([r for r in own if r.commit == exp.commit], exp, policy, era, pending)
+    if pending:  # a candidate's next step depends on what its run in flight gives
+        return None
     failed_best = [r for r in own if r.commit == exp.parent and not r.ok]
     if len(failed_best) >= 2:
         return Verdict(DISCARD, reason="the best failed to run twice while this was measured, so it could "
@@ -318,13 +330,17 @@ def new_seed(runs: list[Run], exp: Experiment, policy: Policy) -> int:
     return seed
 
 
-def _baseline(own: list[Run], exp: Experiment, policy: Policy, era: int) -> Measure | Verdict:
+def _baseline(own: list[Run], exp: Experiment, policy: Policy, era: int,
+              pending: tuple[Measure, ...]) -> Measure | Verdict | None:
+    """The baseline's seeds, each needed whatever the others give: they may all run at once."""
     count = 1 if policy.single else policy.baseline_runs
     done = [r for r in own if r.ok and r.era == era]
-    taken = {r.seed for r in done}
+    taken = {r.seed for r in done} | {m.seed for m in pending}
     for seed in policy.seed_schedule(count):
         if seed not in taken:
             return Measure("candidate", seed, "baseline")
+    if pending:
+        return None
     values = [r.val_bpb for r in done]
     return Verdict(KEEP, stats.mean(values), len(values), Comparison(len(values)),
                    f"the baseline, measured at {len(values)} seed{'s' if len(values) > 1 else ''}")

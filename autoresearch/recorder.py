@@ -93,7 +93,7 @@ class Recorder:
                     agent=exp.get("agent", ""))
 
     def run(self, exp: dict, job, result, era: int, noise: Noise, status: str, verdict: Verdict | None,
-            reason: str, lab_seconds: float) -> dict:
+            reason: str, started: str, lab_seconds: float) -> dict:
         """The row of one finished run; the experiment's verdict rides on it when it ends it."""
         s = result.summary
         peak = number(s.get("peak_vram_mb"))
@@ -105,7 +105,7 @@ class Recorder:
                    total_seconds=s.get("total_seconds"), num_steps=s.get("num_steps"),
                    total_tokens_M=s.get("total_tokens_M"), tokens_per_s=tokens_per_s(s),
                    mfu_percent=s.get("mfu_percent"), peak_vram_mb=s.get("peak_vram_mb"),
-                   started=exp["run"]["started"], finished=now(), reason=reason, lab_seconds=lab_seconds,
+                   started=started, finished=now(), reason=reason, lab_seconds=lab_seconds,
                    run_seconds=result.seconds, worker=result.worker or None,
                    noise=noise.sigma)
         if candidate:

@@ -19,9 +19,11 @@ before each step that changes git or the ledger, so a loop killed anywhere resta
 A candidate's commit lives off the branch while it is measured (a ref, refs/autoresearch/<tag>/<n>,
 keeps it), so the branch tip is the best commit at every moment but the few between a commit and its
 ref; a keep moves the branch to the candidate. Up to `executor.slots` runs are in flight at once,
-each in a thread of this process that waits on the executor (one run per experiment at a time; an
-experiment whose next run is a run another has in flight waits for it); only this thread writes the
-ledger, the state and git. A candidate the judge would keep whose parent is no longer the best (the
+each in a thread of this process that waits on the executor; only this thread writes the ledger,
+the state and git. An experiment has several runs in flight only where the judge needs each
+whatever the others give (the baseline's seeds), and proposals start beside the baseline (their
+first run at s1; what follows waits for its verdict); an experiment whose next run is a run another
+has in flight waits for it. A candidate the judge would keep whose parent is no longer the best (the
 best moved while it ran) is replayed on the best and measured again there before it can be kept.
 """
 from __future__ import annotations
@@ -87,6 +89,11 @@ def countdown(elapsed: float, ended: int, max_experiments: int | None, max_hours
     return text + (f", about {max(1, round(left / 60))} min left)" if left is not None else ")")
 
 
+def measure(run: dict) -> Measure:
+    """What the judge asked for, from a run in an experiment's state."""
+    return Measure(run["target"], run["seed"], run["role"])
+
+
 class Stopped(BaseException):
     """Raised in the agent's call by a signal: the proposal is dropped and the loop stops. Not an
     Exception, as KeyboardInterrupt is not: an SDK's `except Exception` (retry, wrap) lets it pass."""
@@ -117,6 +124,9 @@ class Scheduler:
         self.stopping = self.asking = self.baseline_judged = False
         self.pause = pause  # seconds to wait when the agent's service is down, before asking again
         self.started: queue.SimpleQueue = queue.SimpleQueue()  # (run, pgid, worker) from the run threads
+        self.waiting: set[int] = set()  # experiments whose next run waits for a run in flight to end
+        for exp in self.in_flight:
+            state.runs_of(exp)  # a state from before experiments had several runs
         self.lock = threading.Lock()
 
     # --- helpers -------------------------------------------------------------------------------
@@ -206,13 +216,19 @@ class Scheduler:
             self.finish(exp, verdict["status"], measurements.number(verdict["val_bpb"]))
             return
         exp["phase"] = "measuring"
-        run = exp.get("run")
-        if run and any(r["commit"] == short(run["commit"]) and r["seed"] == str(run["seed"]) and
-                       r["started"] == run["started"] for r in mine):
-            exp["run"] = None
-        elif run and run.get("attempts", 0) >= 2:
-            result = runner.RunResult(status=ledger.CRASH, seconds=0.0, reason="the loop was killed twice while this ran")
-            self.record(exp, self.job(exp, run), Measure(run["target"], run["seed"], run["role"]), result, time.time())
+        runs = state.runs_of(exp)
+        for run in runs:  # none runs now: each is run again when the judge asks for it again
+            run.update(queued=True)
+            run.pop("pgid", None)
+        for run in list(runs):
+            if any(r["commit"] == short(run["commit"]) and r["seed"] == str(run["seed"]) and
+                   r["started"] == run["started"] for r in mine):
+                runs.remove(run)
+            elif run.get("attempts", 0) >= 2:
+                result = runner.RunResult(status=ledger.CRASH, seconds=0.0,
+                                          reason="the loop was killed twice while this ran")
+                if self.record(exp, run, self.job(exp, run), measure(run), result, time.time()):
+                    return
 
     # --- one experiment ------------------------------------------------------------------------
 
@@ -220,7 +236,7 @@ class Scheduler:
         """Ask the agent, apply and guard its proposal, commit it. Returns "done" (nothing more to
         propose), "stopped" (a signal came while the agent worked), "rejected" (recorded) or "measuring"."""
         parent = self.best
-        exp = dict(number=self.next_number(rows), phase="proposing", parent=parent, commit=parent, run=None)
+        exp = dict(number=self.next_number(rows), phase="proposing", parent=parent, commit=parent, runs=[])
         self.in_flight.append(exp)
         self.save()
         t0 = time.time()
@@ -272,7 +288,7 @@ class Scheduler:
         """An experiment with no proposal: the baseline (the best commit as it is) or a noise measurement."""
         best = self.best
         exp = dict(number=self.next_number(self.rows()), phase="measuring", parent=best, commit=best,
-                   description=description, agent=agent, started=now(), kind=kind, repeats=repeats, run=None,
+                   description=description, agent=agent, started=now(), kind=kind, repeats=repeats, runs=[],
                    lines=[0, 0])
         self.in_flight.append(exp)
         self.save()
@@ -282,30 +298,47 @@ class Scheduler:
         return Job(experiment=exp["number"], commit=run["commit"], seed=run["seed"], role=run["role"],
                    log=logs.log_path(self.workdir, exp["number"], run["commit"], run["seed"]))
 
-    def decide(self, exp, rows, run: judge.Run | None = None) -> Measure | Verdict | None:
-        """The judge's next step for `exp` from the ledger's rows (and a run not recorded yet)."""
+    def decide(self, exp, rows, run: judge.Run | None = None, pending: tuple[Measure, ...] = ()) \
+            -> Measure | Verdict | None:
+        """The judge's next step for `exp` from the ledger's rows (and a run not recorded yet), its
+        runs in flight `pending`; None: wait (for those, or for the baseline's verdict), or, for a
+        noise measurement with none in flight, it is complete."""
         runs, view = measurements.runs(rows) + ([run] if run else []), self.view(exp)
-        if exp.get("kind") == "noise":  # the best at new seeds, `repeats` times
-            if sum(1 for r in runs if r.experiment == exp["number"]) >= exp["repeats"]:
+        if exp.get("kind") == "noise":  # the best at new seeds, `repeats` times, one after another
+            if pending or sum(1 for r in runs if r.experiment == exp["number"]) >= exp["repeats"]:
                 return None
             return Measure("best", judge.new_seed(runs, view, self.policy), "repeat")
         experiments = [e for e in measurements.experiments(rows) if e.number != view.number] + [view]
-        return judge.decide(runs, view, judge.estimate_noise(runs, experiments), self.policy)
+        return judge.decide(runs, view, judge.estimate_noise(runs, experiments), self.policy, pending,
+                            baseline_pending=self.awaits_baseline(exp))
+
+    def awaits_baseline(self, exp) -> bool:
+        """Whether `exp` was proposed on the baseline while the baseline is still being measured."""
+        base = self.baseline_in_flight
+        return base is not None and base is not exp and base["commit"] == exp["parent"]
+
+    @property
+    def baseline_in_flight(self) -> dict | None:
+        return next((e for e in self.in_flight if e.get("kind") == "baseline"), None)
 
     def step(self, exp) -> bool:
         """One run of the experiment (or its verdict), here and now. True when the experiment has ended."""
         planned = self.next_run(exp)
         if not isinstance(planned, tuple):
             return bool(planned)
-        job, decision = planned
-        return self.ran(exp, job, decision, self.executor.run(job, **self.callbacks(exp, job)))
+        run, job, decision = planned
+        return self.ran(exp, run, job, decision, self.executor.run(job, **self.callbacks(exp, run, job)))
 
-    def next_run(self, exp, busy: frozenset = frozenset()) -> tuple[Job, Measure] | bool | None:
-        """The experiment's next run as (job, decision), noted in its state; True when the judge ended
-        it instead (recorded), False when it goes on without a run (replayed on the best), None when
-        its next run is one that is in flight for another experiment (`busy`: (commit, seed) pairs)."""
+    def next_run(self, exp, busy: frozenset = frozenset()) -> tuple[dict, Job, Measure] | bool | None:
+        """The experiment's next run as (run, job, decision), the run noted in its state; True when
+        the judge ended it instead (recorded), False when it goes on without a run (replayed on the
+        best), None when it waits: for its own runs in flight, or for a run that is in flight for
+        another experiment (`busy`: (commit, seed) pairs)."""
         rows = self.rows()
-        decision = self.decide(exp, rows)
+        pending = tuple(measure(r) for r in state.running(exp))
+        decision = self.decide(exp, rows, pending=pending)
+        if decision is None and (pending or exp.get("kind") != "noise"):
+            return None
         if decision is None:  # a noise measurement that is complete
             self.display.say(f"   noise: {measurements.noise(self.rows()).describe()}")
             self.finish(exp, None, None)
@@ -319,26 +352,27 @@ class Scheduler:
             fault_point(self.workdir, "recorded", "verdict")
             self.finish(exp, decision.status, decision.mean)
             return True
-        previous = exp.get("run") or {}
         commit = exp["commit"] if decision.target == "candidate" else exp["parent"]
         if (commit, decision.seed) in busy:
             return None
-        attempts = previous.get("attempts", 0) if (previous.get("commit"), previous.get("seed")) == \
-            (commit, decision.seed) else 0
-        exp["run"] = dict(target=decision.target, commit=commit, seed=decision.seed, role=decision.role,
-                          attempts=attempts + 1, started=now())
+        runs = state.runs_of(exp)
+        previous = next((r for r in runs if r.get("queued") and (r["commit"], r["seed"]) == (commit, decision.seed)),
+                        None)  # left by a loop that stopped while it ran: its attempts count on
+        if previous is not None:
+            runs.remove(previous)
+        run = dict(target=decision.target, commit=commit, seed=decision.seed, role=decision.role,
+                   attempts=(previous or {}).get("attempts", 0) + 1, started=now())
+        runs.append(run)
         self.save()
-        return self.job(exp, exp["run"]), decision
+        return run, self.job(exp, run), decision
 
-    def callbacks(self, exp, job) -> dict:
-        run = exp["run"]
-
+    def callbacks(self, exp, run, job) -> dict:
         def on_start(pgid, worker=None):
             self.started.put((run, pgid, worker))
             if threading.current_thread() is threading.main_thread():
                 self.note_started()
-        return dict(on_start=on_start,
-                    on_progress=self.watcher(exp, job, self.rows()), should_stop=lambda: self.stopping)
+        return dict(on_start=on_start, on_progress=self.watcher(exp, run, job, self.rows()),
+                    should_stop=lambda: self.stopping or run.get("cancelled", False))
 
     def note_started(self):
         """What the run threads reported at their starts (process group, worker), into the state."""
@@ -350,15 +384,19 @@ class Scheduler:
         if changed:
             self.save()
 
-    def ran(self, exp, job, decision: Measure, result) -> bool:
-        """A finished run recorded (True when it ended the experiment); interrupted: kept for next time."""
+    def ran(self, exp, run, job, decision: Measure, result) -> bool:
+        """A finished run recorded (True when it ended the experiment); interrupted: kept for next time;
+        one whose experiment ended while it ran (another of its runs failed) is dropped."""
         self.note_started()
-        if exp.get("run"):
-            exp["run"].pop("pgid", None)
-        if result.status == runner.INTERRUPTED:
-            self.interrupt(exp)
+        self.waiting.clear()  # what the waiting experiments wait for may have come
+        run.pop("pgid", None)
+        if not any(e is exp for e in self.in_flight):
+            self.display.say(f"   #{exp['number']} {job.role} s{job.seed} stopped: its experiment ended while it ran")
             return False
-        return self.record(exp, job, decision, result, time.time())
+        if result.status == runner.INTERRUPTED:
+            self.interrupt(exp, run)
+            return False
+        return self.record(exp, run, job, decision, result, time.time())
 
     def stale(self, exp, verdict) -> bool:
         return verdict is not None and verdict.status == ledger.KEEP and exp["parent"] != self.best
@@ -385,11 +423,12 @@ class Scheduler:
                          f"replayed on {short(self.best)} as {short(commit)}, is measured again there")
         return False
 
-    def watcher(self, exp, job, rows):
+    def watcher(self, exp, run, job, rows):
         """The progress callback of a run: the live line, and early abort for a candidate's first run."""
         label = f"#{exp['number']} {job.role} s{job.seed}"
         points, speeds, reference, spread, best_speeds = [], [], {}, [], []
-        if job.role == "candidate" and self.policy.prune and not self.policy.single:
+        if job.role == "candidate" and self.policy.prune and not self.policy.single \
+                and not self.awaits_baseline(exp):  # no curve of the best to hold it to yet
             era = judge.current_era(measurements.runs(rows))
             reference, spread, best_speeds = logs.era_curves(self.workdir, rows, exp["parent"], era)
 
@@ -403,12 +442,12 @@ class Scheduler:
             args = (points + [(now, p["loss"])] if now > p["progress"] else points, reference, spread,
                     job.seed, self.policy, stats.median(speeds), judge.speeds_until(best_speeds, now))
             why = judge.prune(*args)
-            if why is None and (why := judge.too_slow(*args)) and exp.get("run"):
-                exp["run"]["stopped"] = True  # recorded as a stop, not a verdict: a control comes first
+            if why is None and (why := judge.too_slow(*args)):
+                run["stopped"] = True  # recorded as a stop, not a verdict: a control comes first
             return why
         return on_progress
 
-    def record(self, exp, job, decision: Measure, result, finished: float) -> bool:
+    def record(self, exp, run: dict, job, decision: Measure, result, finished: float) -> bool:
         """The finished run's row, with the verdict when it ends the experiment."""
         rows = self.rows()
         why = judge.overrun(result.seconds, rows, self.budget, self.policy) \
@@ -417,28 +456,30 @@ class Scheduler:
             result.status, result.reason, result.val_bpb = ledger.OVERRUN, f"{why}; it scored {result.val_bpb:.6f}", None
         runs, noise = measurements.runs(rows), measurements.noise(rows)
         era = judge.current_era(runs)
-        run = judge.Run(exp["number"], short(job.commit), job.seed, job.role, era, result.val_bpb,
-                        tokens_per_s(result.summary))
+        measured = judge.Run(exp["number"], short(job.commit), job.seed, job.role, era, result.val_bpb,
+                             tokens_per_s(result.summary))
         verdict, status, reason, note = None, ledger.RUN, result.reason, ""
         if decision.target == "candidate" and exp.get("kind") != "noise":
-            if result.status == ledger.PRUNED and (exp.get("run") or {}).get("stopped"):
+            if result.status == ledger.PRUNED and run.get("stopped"):
                 status = ledger.STOPPED
             elif result.status != runner.OK:
                 status = result.status
             else:
-                after = self.decide(exp, rows, run)
+                others = tuple(measure(r) for r in state.running(exp) if r is not run)
+                after = self.decide(exp, rows, measured, others)
                 if isinstance(after, Verdict) and not self.stale(exp, after):
                     verdict, status = after, after.status
         elif result.status != runner.OK:
             reason = f"{result.status}: {result.reason}"
         elif exp.get("kind") != "baseline":
-            why = judge.drift(run, runs, noise)
+            why = judge.drift(measured, runs, noise)
             if why:
                 era += 1
                 reason = f"drift: {why}; measurements before this are set aside and the best is measured again"
                 note = f"\n   drift seen: {why}: the best is measured again before anything is compared with it"
-        row = self.recorder.run(exp, job, result, era, noise, status, verdict, reason,
+        row = self.recorder.run(exp, job, result, era, noise, status, verdict, reason, started=run["started"],
                                 lab_seconds=time.time() - finished + exp.pop("prep_seconds", 0.0))
+        state.runs_of(exp).remove(run)
         self.recorder.say_run(job, result, row, note)
         fault_point(self.workdir, "recorded", job.role, status)
         if status in ledger.VERDICTS:
@@ -447,7 +488,6 @@ class Scheduler:
             return True
         if result.status == ledger.REJECTED:
             workspace.reset_to(self.workdir, workspace.head(self.workdir))  # put back what the run touched
-        exp["run"] = None
         self.save()
         return False
 
@@ -455,15 +495,17 @@ class Scheduler:
         st = self.state
         if status == ledger.KEEP:  # its parent is the best (else it was replayed): the branch moves on
             st["best_commit"], st["best_val_bpb"] = exp["commit"], val_bpb
+        for run in state.running(exp):  # a baseline seed failed while the others ran: they are not needed
+            run["cancelled"] = True
         workspace.reset_to(self.workdir, self.best)
         self.in_flight.remove(exp)
         self.save()
 
-    def interrupt(self, exp):
+    def interrupt(self, exp, run):
         """Stopped by a signal: the branch goes back to the best commit, and the experiment is
         remembered so that the next `autoresearch run` goes on with it."""
         exp["phase"] = "interrupted"
-        exp["run"]["attempts"] -= 1
+        run.update(attempts=run["attempts"] - 1, queued=True)
         workspace.attach(self.workdir, self.state["branch"])
         workspace.reset_to(self.workdir, self.best)
         self.save()
@@ -513,7 +555,7 @@ class Scheduler:
         """Put the next experiment in flight: the baseline first, else the agent's proposal.
         Returns "measuring", "rejected", "done", "stopped" or "unavailable"."""
         rows = self.rows()
-        if not measurements.verdicts(rows):
+        if not measurements.verdicts(rows) and self.baseline_in_flight is None:
             self.begin("baseline", "baseline")
             return "measuring"
         if agent is None:
@@ -535,14 +577,13 @@ class Scheduler:
         # the executor is made as the session takes the run's lock: the pool is sized after it
         with self.session(), ThreadPoolExecutor(self.slots, thread_name_prefix="run") as pool:
             start, ended, done, slots = time.time(), 0, agent is None, self.slots
-            running: dict[Future, tuple[dict, Job, Measure]] = {}
+            running: dict[Future, tuple[dict, dict, Job, Measure]] = {}
             for exp in self.in_flight:  # resumed
                 self.announce(exp, " (resumed)")
             while True:
                 self.note_started()
                 for future in [f for f in running if f.done()]:
-                    exp, job, decision = running.pop(future)
-                    ended += self.ran(exp, job, decision, future.result())
+                    ended += self.ran(*running.pop(future), future.result())
                 if self.stopping or self.limit_reached(start, ended, max_experiments, max_hours, max_cost):
                     if not running:
                         self.wind_down(max_cost)
@@ -585,29 +626,31 @@ class Scheduler:
         """The waiting experiments' next runs submitted while a slot is free. Returns (settled, ended):
         settled is False when an experiment's state moved on without a run (a verdict, a replay), so
         that the caller looks again before proposing; ended counts the verdicts recorded."""
-        busy = {(job.commit, job.seed) for _, job, _ in running.values()}
-        for exp in [e for e in self.in_flight if not any(e is x for x, _, _ in running.values())]:
-            if len(running) >= slots:
-                break
-            planned = self.next_run(exp, frozenset(busy))
-            if isinstance(planned, tuple):
-                job, decision = planned
-                running[pool.submit(self.executor.run, job, **self.callbacks(exp, job))] = (exp, job, decision)
-                busy.add((job.commit, job.seed))
-            elif planned is not None:
-                return False, int(planned is True)
+        busy = {(job.commit, job.seed) for _, _, job, _ in running.values()}
+        for exp in list(self.in_flight):
+            while len(running) < slots and exp["number"] not in self.waiting:
+                planned = self.next_run(exp, frozenset(busy))
+                if planned is None:  # until one of the runs in flight ends
+                    self.waiting.add(exp["number"])
+                elif not isinstance(planned, tuple):
+                    return False, int(planned is True)
+                else:
+                    run, job, _ = planned
+                    running[pool.submit(self.executor.run, job, **self.callbacks(exp, run, job))] = (exp, *planned)
+                    busy.add((job.commit, job.seed))
         return True, 0
 
     def room_for_experiment(self, done: bool, ended: int, max_experiments, slots: int, running: int) -> bool:
         """Whether to put another experiment in flight now: the baseline first (agent or not), then the
-        agent's proposals while it has more, a slot is free and max_experiments allows."""
+        agent's proposals, beside the baseline's seeds too, while it has more, a slot is free and
+        max_experiments allows."""
         if len(self.in_flight) >= slots or running >= slots or (done and self.in_flight):
             return False
         if max_experiments is not None and ended + len(self.in_flight) >= max_experiments:
             return False
-        if not self.baseline_judged:  # proposals wait for the baseline's verdict (once there, it stays)
+        if not self.baseline_judged:  # once the baseline's verdict is in, it stays
             self.baseline_judged = bool(measurements.verdicts(self.rows()))
-        return not done if self.baseline_judged else not self.in_flight
+        return not done if self.baseline_judged or self.baseline_in_flight else not self.in_flight
 
     def announce(self, exp, note=""):
         self.display.say(f"── #{exp['number']} {exp.get('agent', '')}: {exp.get('description', '')}{note}")

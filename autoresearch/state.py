@@ -91,7 +91,22 @@ def is_running(workdir: Path) -> int | None:
         return -1
 
 
+def runs_of(exp: dict) -> list[dict]:
+    """An experiment's runs in flight (each: target, commit, seed, role, attempts, started; pgid and
+    worker once it started; queued when the loop that ran it stopped). A state written before an
+    experiment could have several named its one run "run"."""
+    if "runs" not in exp:
+        exp["runs"] = [exp["run"]] if exp.get("run") else []
+        exp.pop("run", None)
+    return exp["runs"]
+
+
+def running(exp: dict) -> list[dict]:
+    """The runs of `exp` in flight in this loop (not those a stopped loop left to run again)."""
+    return [r for r in runs_of(exp) if not r.get("queued")]
+
+
 def child_groups(st: dict) -> list[int]:
     """The process groups of the runs in flight (train.py started here), for whoever must end them."""
-    groups = [st.get("child_pgid")] + [(e.get("run") or {}).get("pgid") for e in st.get("experiments", [])]
+    groups = [st.get("child_pgid")] + [r.get("pgid") for e in st.get("experiments", []) for r in runs_of(e)]
     return [g for g in groups if isinstance(g, int) and g > 0]

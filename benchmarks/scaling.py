@@ -10,7 +10,14 @@ candidate's start to the last one's end.
 Beside it: each N's rate against N times the rate at N=1 (the target is >= 0.9 at 8), the median
 seconds of a run (train.py and its scoring) and the lab's own seconds per run outside it.
 
+With --start, the loop's start instead, under the default judging: the baseline at its three seeds,
+then N null proposals (each discarded after one run: the stand-in scores the same at every seed),
+timed from the baseline's first start to the last run's end, for this checkout and, with --reference
+REV, for another commit of the lab in the same run (its code from a worktree of this repository):
+how much of N workers' time the start keeps busy.
+
     uv run benchmarks/scaling.py [--sleep 30] [--workers 1 2 4 8]
+    uv run benchmarks/scaling.py --start [--reference REV] [--workers 2 8]
 """
 from __future__ import annotations
 
@@ -78,25 +85,46 @@ def seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
-def one(n: int, tmp: Path, cache: Path, sleep: float, address: str) -> dict:
-    repo = make_repo(tmp / f"repo{n}", sleep)
+def loop(n: int, proposals: int, tmp: Path, cache: Path, sleep: float, address: str, judging: list[str],
+         lab: Path = ROOT, name: str = "") -> tuple[list[dict], float]:
+    """`autoresearch run --workers n` (the lab's code from `lab`) over the baseline and `proposals`
+    null changes; the ledger's rows and the loop's wall seconds."""
+    repo = make_repo(tmp / f"repo{name}{n}", sleep)
     text = (repo / "train.py").read_text()
-    replay = tmp / f"replay{n}.jsonl"
+    replay = tmp / f"replay{name}{n}.jsonl"
     # null changes that add a line: the same val_bpb, a worse penalized score, so each is discarded
     # after its one run and the best never moves (no replay on a new best)
     replay.write_text("".join(json.dumps({"description": f"null {i}", "train_py": text.replace(
-        "VARIANT = 0", f"VARIANT = {i + 1}\n# null change {i + 1}")}) + "\n" for i in range(2 * n)))
-    env = dict(os.environ, AUTORESEARCH_CACHE=str(cache), AUTORESEARCH_RAY_RESOURCE=RESOURCE, PYTHONPATH=str(ROOT))
+        "VARIANT = 0", f"VARIANT = {i + 1}\n# null change {i + 1}")}) + "\n" for i in range(proposals)))
+    env = dict(os.environ, AUTORESEARCH_CACHE=str(cache), AUTORESEARCH_RAY_RESOURCE=RESOURCE, PYTHONPATH=str(lab))
     cli = [sys.executable, "-m", "autoresearch.cli"]
     subprocess.run([*cli, "init", "--tag", "s"], cwd=repo, env=env, check=True, capture_output=True)
     t0 = time.time()
-    out = subprocess.run([*cli, "run", "--tag", "s", "--agent", f"replay:{replay}", "--policy", "single",
-                          "--baseline-runs", "1", "--workers", str(n), "--ray-address", address],
+    out = subprocess.run([*cli, "run", "--tag", "s", "--agent", f"replay:{replay}", *judging,
+                          "--workers", str(n), "--ray-address", address],
                          cwd=repo, env=env, capture_output=True, text=True)
     wall = time.time() - t0
     if out.returncode != 0:
         raise SystemExit(f"N={n} failed:\n{out.stdout}\n{out.stderr}")
-    rows = [r for r in ledger.read_rows(repo / "runs" / "s" / "results.tsv") if r["role"] == "candidate"]
+    return ledger.read_rows(repo / "runs" / "s" / "results.tsv"), wall
+
+
+def start(n: int, tmp: Path, cache: Path, sleep: float, lab: Path, name: str) -> dict:
+    """The baseline at three seeds and n null proposals on n workers, from the first start to the last end."""
+    rows, _ = loop(n, n, tmp, cache, sleep, "auto", ["--baseline-runs", "3"], lab, name)
+    runs = [r for r in rows if r["role"] != "verdict" and r["started"]]
+    if sum(r["role"] == "candidate" for r in runs) != n:
+        raise SystemExit(f"N={n} ({name}): expected {n} null candidates, got {[(r['role'], r['status']) for r in runs]}")
+    first, last = min(seconds(r["started"]) for r in runs), max(seconds(r["finished"]) for r in runs)
+    verdict = next(seconds(r["finished"]) for r in rows if r["role"] == "baseline" and r["status"] == ledger.KEEP)
+    busy = sum(seconds(r["finished"]) - seconds(r["started"]) for r in runs)
+    return dict(span=last - first, busy=busy / (n * (last - first)), runs=len(runs),
+                early=sum(r["role"] == "candidate" and seconds(r["started"]) < verdict for r in runs))
+
+
+def one(n: int, tmp: Path, cache: Path, sleep: float, address: str) -> dict:
+    rows, wall = loop(n, 2 * n, tmp, cache, sleep, address, ["--policy", "single", "--baseline-runs", "1"])
+    rows = [r for r in rows if r["role"] == "candidate"]
     # an overrun is a run the lab's clock saw train past its budget plus start-up (processes contending
     # for a few cores): it ended its experiment like the others, and is counted apart
     if len(rows) != 2 * n or any(r["status"] not in (ledger.KEEP, ledger.DISCARD, ledger.OVERRUN) for r in rows):
@@ -112,6 +140,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sleep", type=float, default=30.0, help="seconds a run of the stand-in trains (default 30)")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4, 8])
+    p.add_argument("--start", action="store_true", help="time the loop's start (baseline and N proposals) instead")
+    p.add_argument("--reference", metavar="REV", help="with --start: the lab at this commit too, side by side")
     args = p.parse_args()
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,6 +160,9 @@ def main():
         print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
         base = None
         try:
+            if args.start:
+                compare_starts(args, tmp, cache)
+                return
             for n in args.workers:  # each row as it is measured
                 r = one(n, tmp, cache, args.sleep, "auto")  # the head just started
                 base = r["per_hour"] if n == 1 else base
@@ -138,6 +171,26 @@ def main():
                       f"{linear} | {r['run']:.1f} | {r['lab']:.2f} | {r['overruns']} |", flush=True)
         finally:
             subprocess.run([ray, "stop", "--force"], capture_output=True)
+
+
+def compare_starts(args, tmp: Path, cache: Path):
+    labs = [("this checkout", ROOT)]
+    if args.reference:
+        ref = tmp / "reference"
+        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(ref), args.reference], cwd=ROOT, check=True)
+        labs.append((f"at {args.reference}", ref))
+    print("| workers | lab | runs | seconds (first start to last end) | workers busy | proposals started before "
+          "the baseline's verdict |")
+    print("| --- | --- | --- | --- | --- | --- |", flush=True)
+    try:
+        for n in args.workers:
+            for i, (label, lab) in enumerate(labs):
+                r = start(n, tmp, cache, args.sleep, lab, f"start{i}-")
+                print(f"| {n} | {label} | {r['runs']} | {r['span']:.0f} | {r['busy']:.0%} | {r['early']} of {n} |",
+                      flush=True)
+    finally:
+        if args.reference:
+            subprocess.run(["git", "worktree", "remove", "--force", str(ref)], cwd=ROOT, capture_output=True)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,14 @@ def in_flight(workdir):
     return experiments[0] if experiments else {}
 
 
+def run_of(workdir) -> dict:
+    """The run in flight (one at a time with one worker)."""
+    return next(iter(in_flight(workdir).get("runs", [])), {})
+
+
 def child_of(workdir):
     """The process group of the run in flight, once it started (None before)."""
-    return (in_flight(workdir).get("run") or {}).get("pgid")
+    return run_of(workdir).get("pgid")
 
 
 def alive(pid):
@@ -187,9 +192,9 @@ def test_kill_9_during_a_control_a_confirmation_and_an_early_abort_then_resume(t
     def kill_while(role):
         """kill -9 of the loop alone while a run of this role trains; returns that run and its pid."""
         loop = start()
-        wait_for(lambda: (in_flight(workdir).get("run") or {}).get("role") == role
+        wait_for(lambda: run_of(workdir).get("role") == role
                  and child_of(workdir), timeout=240, what=f"a {role} run to train")
-        run, child = in_flight(workdir)["run"], child_of(workdir)
+        run, child = run_of(workdir), child_of(workdir)
         os.kill(loop.pid, signal.SIGKILL)  # its train.py lives on in its own session
         loop.wait()
         return run, child

@@ -59,6 +59,29 @@ def test_the_baseline_runs_at_the_first_seeds_of_the_schedule_then_is_kept_with_
     assert decide([], exp, Noise(), Policy(seed=7, baseline_runs=2)) == Measure("candidate", 7, "baseline")
 
 
+def test_the_baseline_seeds_run_at_once_and_a_candidate_waits_for_its_run_in_flight():
+    """With runs in flight, the judge asks only for a run it needs whatever those give: each of the
+    baseline's seeds, never a candidate's next (its verdict may come first)."""
+    exp, first = Experiment(1, "base", "base"), Measure("candidate", 42, "baseline")
+    assert decide([], exp, Noise(), Policy(), (first,)) == Measure("candidate", 43, "baseline")
+    assert decide([], exp, Noise(), Policy(), (first, Measure("candidate", 43, "baseline"))) == \
+        Measure("candidate", 44, "baseline")
+    everything = tuple(Measure("candidate", s, "baseline") for s in (42, 43, 44))
+    assert decide([], exp, Noise(), Policy(), everything) is None  # each seed is running: wait for them
+    assert decide(BASELINE[:2], exp, Noise(), Policy(), everything[2:]) is None  # no verdict before the last
+    cand, noise = Experiment(2, "cand", "base"), Noise(sigma=0.05, df=2, sigma_diff=0.04, df_diff=2)
+    assert decide(BASELINE, cand, noise, Policy(), (Measure("candidate", 42, "candidate"),)) is None
+    worse = BASELINE + runs_of((2, "cand", 42, "candidate", 1, 3.30))  # discarded now, unless a run is still out
+    assert decide(worse, cand, noise, Policy(), (Measure("best", 45, "control"),)) is None
+    assert decide(worse, cand, noise, Policy()).status == "discard"
+    # proposed while the baseline is measured: its first run, at s1, needs nothing from it; then it waits
+    assert decide([], cand, Noise(), Policy(), baseline_pending=True) == Measure("candidate", 42, "candidate")
+    assert decide(BASELINE[1:2], cand, Noise(), Policy(seed=43), baseline_pending=True) == \
+        Measure("candidate", 43, "candidate")
+    assert decide([], cand, Noise(), Policy(), (Measure("candidate", 42, "candidate"),), baseline_pending=True) is None
+    assert decide(worse, cand, noise, Policy(), baseline_pending=True) is None  # no verdict before the baseline's
+
+
 def test_a_candidate_runs_at_the_seeds_the_best_has_then_the_best_goes_first_at_a_new_one():
     exp = Experiment(2, "cand", "base")
     noise = Noise(sigma=0.05, df=2, sigma_diff=0.04, df_diff=2)

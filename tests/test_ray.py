@@ -28,6 +28,12 @@ def in_flight(workdir):
     return state.load(workdir).get("experiments") or []
 
 
+def workers_busy(workdir, baseline=False) -> int:
+    """How many runs of candidates (or of the baseline) have been given to a worker."""
+    return sum(bool(r.get("worker")) for e in in_flight(workdir) for r in e.get("runs", [])
+               if (e.get("kind") == "baseline") == baseline)
+
+
 def overlaps(a, b) -> bool:
     return a["started"] < b["finished"] and b["started"] < a["finished"]
 
@@ -80,7 +86,9 @@ def test_two_workers_run_at_once_and_a_stale_keep_is_measured_again_on_the_new_b
     assert f"#{3 if second == 'B' else 2} was better than" in out.stdout  # the stale one, replayed
     best = workspace.file_at(workdir, state.load(workdir)["best_commit"])
     assert "WEIGHT = 0.8\n" in best and "WEIGHT += 0.2\n" in best
-    # the two candidates' first runs overlapped in time, on two workers
+    # the baseline's two seeds, each needed whatever the other gives, ran at once; then the two candidates'
+    # first runs overlapped in time, on two workers
+    assert overlaps(*[r for r in rows if r["role"] == "baseline"]), rows[:2]
     firsts = [next(r for r in rows if r["description"] == d and r["role"] == "candidate") for d in ("A", "B")]
     assert overlaps(*firsts), firsts
     assert len({r["worker"] for r in rows if r["worker"]}) == 2
@@ -104,13 +112,52 @@ def test_a_stale_keep_whose_change_no_longer_applies_is_discarded_with_the_reaso
     workspace.reset_to(workdir, new_best)
     lab.state["best_commit"] = new_best
     exp = dict(number=2, phase="measuring", parent=base, commit=conflicting, description="A", agent="replay",
-               started="now", run=None, lines=[1, 1])
+               started="now", runs=[], lines=[1, 1])
     lab.in_flight.append(exp)
     assert lab.replay(exp) is True
     row = ledger.read_rows(workdir / "results.tsv")[-1]
     assert row["status"] == ledger.DISCARD and "no longer applies on the new best" in row["reason"], row
     assert workspace.head(workdir) == new_best and workspace.changed_paths(workdir) == []
     assert lab.in_flight == []
+
+
+def test_a_baseline_seed_that_crashes_stops_the_seed_still_training(tmp_path, use_cache):
+    """The baseline's seeds train at once; one crashes, which ends the baseline with its crash: the
+    other seed, still training, is stopped and not recorded (its number could not change the verdict)."""
+    seed = 'os.environ.get("AUTORESEARCH_SEED") == "42"'
+    crashes = BASE.replace("CRASH = False\n", f"CRASH = {seed}\n").replace("SLEEP = 2.0\n", f"SLEEP = 1.0 if {seed} else 90.0\n")
+    repo = make_repo(tmp_path / "repo", crashes)
+    assert cli(repo, use_cache, "init", "--tag", "k").returncode == 0
+    replay = write_replay(tmp_path / "r.jsonl", [])
+    out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}", "--max-experiments", "1", *TWO, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "#1 baseline s43 stopped: its experiment ended while it ran" in out.stdout, out.stdout
+    rows = check_invariants(repo / "runs" / "k")
+    assert [(r["seed"], r["status"]) for r in rows] == [("42", ledger.CRASH)], rows
+    assert "boom" in rows[0]["reason"]
+    stopped = (repo / "runs" / "k" / "logs" / f"0001-{rows[0]['commit']}-s43.log").read_text()
+    assert "step 00000" in stopped and "---" not in stopped.splitlines(), stopped  # stopped before its end
+    assert wait_for(lambda: not worker_pids(repo), timeout=30, what="no train.py left"), "the stopped seed trains on"
+
+
+def test_a_proposal_trains_beside_the_baseline_and_waits_for_its_verdict(tmp_path, use_cache):
+    """With a worker free while the baseline's last seed trains, a proposal goes in flight there: its
+    first run, at s1, trains beside the baseline's; it is judged only once the baseline's verdict is in."""
+    seed = 'os.environ.get("AUTORESEARCH_SEED") == "42"'
+    base = BASE.replace("SLEEP = 2.0\n", f"SLEEP = 1.0 if {seed} else 12.0\n")  # s43 trains long
+    repo = make_repo(tmp_path / "repo", base)
+    assert cli(repo, use_cache, "init", "--tag", "k").returncode == 0
+    replay = write_replay(tmp_path / "r.jsonl", [{"description": "A", "train_py": base.replace("WEIGHT = 0.5\n",
+                                                                                               "WEIGHT = 0.8\n")}])
+    out = cli(repo, use_cache, "run", "--agent", f"replay:{replay}", "--max-experiments", "2", *TWO, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = check_invariants(repo / "runs" / "k")
+    baseline = {r["seed"]: r for r in rows if r["role"] == "baseline"}
+    first = next(r for r in rows if r["description"] == "A")
+    assert first["seed"] == "42" and first["status"] == ledger.RUN, first  # no verdict before the baseline's
+    assert overlaps(first, baseline["43"]), rows
+    assert rows.index(first) < rows.index(baseline["43"]) and baseline["43"]["status"] == ledger.KEEP
+    assert [r["status"] for r in verdicts(rows)] == ["keep", "keep"], out.stdout
 
 
 def test_a_worker_killed_mid_run_is_replaced_the_run_retried_once_then_recorded_as_a_crash(run, tmp_path):
@@ -122,7 +169,7 @@ def test_a_worker_killed_mid_run_is_replaced_the_run_retried_once_then_recorded_
     try:
         def slow_worker():
             exp = next((e for e in in_flight(workdir) if e.get("description") == "slow"), None)
-            worker = ((exp or {}).get("run") or {}).get("worker")
+            worker = next((r.get("worker") for r in (exp or {}).get("runs", [])), None)
             pids = worker_pids(repo)
             return worker and pids.get(worker.rsplit("/", 1)[1]) and (worker, pids[worker.rsplit("/", 1)[1]])
         for attempt in range(2):  # its worker killed, then the worker it was given to
@@ -141,13 +188,21 @@ def test_a_worker_killed_mid_run_is_replaced_the_run_retried_once_then_recorded_
     assert [r["status"] for r in verdicts(rows) if r["description"] == "B"] == ["keep"]
 
 
-def test_the_driver_killed_with_9_resumes_the_runs_in_flight(run, tmp_path):
-    repo, workdir, cache = run
-    slower = [{"description": d, "train_py": t.replace("SLEEP = 2.0\n", "SLEEP = 8.0\n")} for d, t in (("A", A), ("B", B))]
-    replay = write_replay(tmp_path / "r.jsonl", slower)
+def test_the_driver_killed_with_9_resumes_the_runs_in_flight(tmp_path, use_cache):
+    """Killed while the baseline's two seeds train, then while two candidates do: each time the
+    next `autoresearch run` runs again what was in flight, and no run is recorded twice."""
+    slow = lambda text: text.replace("SLEEP = 2.0\n", "SLEEP = 8.0\n")
+    repo, cache = make_repo(tmp_path / "repo", slow(BASE)), use_cache
+    assert cli(repo, cache, "init", "--tag", "k").returncode == 0
+    workdir = repo / "runs" / "k"
+    replay = write_replay(tmp_path / "r.jsonl", [{"description": d, "train_py": slow(t)} for d, t in (("A", A), ("B", B))])
     loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO)
-    wait_for(lambda: sum(bool((e.get("run") or {}).get("worker")) for e in in_flight(workdir)) == 2,
-             timeout=240, what="two candidates training at once")
+    wait_for(lambda: workers_busy(workdir, baseline=True) == 2, timeout=240, what="the baseline's seeds training at once")
+    os.kill(loop.pid, signal.SIGKILL)
+    loop.wait()
+    assert [len(e["runs"]) for e in in_flight(workdir)] == [2]  # one experiment, two runs in flight
+    loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO)
+    wait_for(lambda: workers_busy(workdir) == 2, timeout=240, what="two candidates training at once")
     # what a person sees meanwhile: each run in flight with its worker
     live = background.live(repo, "k")["runs_in_flight"]
     assert sorted(r["description"] for r in live) == ["A", "B"] and len({r["worker"] for r in live}) == 2, live
@@ -160,6 +215,7 @@ def test_the_driver_killed_with_9_resumes_the_runs_in_flight(run, tmp_path):
     assert out.stdout.count("(resumed)") == 2
     rows = check_invariants(workdir)
     assert sorted(r["description"] for r in verdicts(rows)) == ["A", "B", "baseline"]
+    assert sorted(r["seed"] for r in rows if r["role"] == "baseline") == ["42", "43"]
     assert wait_for(lambda: not worker_pids(repo), timeout=30, what="no train.py left"), "a run outlived its loop"
 
 
@@ -183,7 +239,7 @@ def test_ray_losing_its_only_node_stops_the_loop_with_the_reason_and_the_next_ru
     replay = write_replay(tmp_path / "r.jsonl", slower)
     loop = start_cli(repo, cache, "run", "--agent", f"replay:{replay}", *TWO)
     try:
-        wait_for(lambda: sum(bool((e.get("run") or {}).get("worker")) for e in in_flight(workdir)) == 2,
+        wait_for(lambda: workers_busy(workdir) == 2,
                  timeout=240, what="two candidates training at once")
         raylets = children_named(loop.pid, "raylet")
         assert len(raylets) == 1, raylets

@@ -96,7 +96,7 @@ def test_early_abort_stops_a_diverging_candidate_but_never_a_confirmation_or_the
     exp = dict(number=3, parent=lab.state["best_commit"], commit=lab.state["best_commit"])
     for role, stops in (("candidate", True), ("confirm", False), ("control", False), ("baseline", False)):
         job = Job(3, lab.state["best_commit"], 42, role, tmp_path / "x.log")
-        watch = lab.watcher(exp, job, rows)
+        watch = lab.watcher(exp, {}, job, rows)
         reasons = [watch(dict(step=k, progress=k / 10, loss=loss, tokens_per_s=100_000.0)) for k, loss in
                    enumerate(DIVERGING)]
         assert any(reasons) == stops, role
@@ -104,11 +104,11 @@ def test_early_abort_stops_a_diverging_candidate_but_never_a_confirmation_or_the
     # and its loss is the model's all along; without `left` the lab waits for the next line
     step = dict(step=1, progress=0.0, loss=9.5, tokens_per_s=100_000.0, left=round(0.15 * lab.budget))
     job = Job(3, lab.state["best_commit"], 42, "candidate", tmp_path / "y.log")
-    assert lab.watcher(exp, job, rows)(step).startswith("pruned at 30% of the budget: training loss 9.500")
-    assert lab.watcher(exp, job, rows)(dict(step, left=None)) is None
-    assert Scheduler(lab.workdir, Policy(prune=False)).watcher(exp, Job(3, exp["commit"], 42, "candidate", tmp_path),
-                                                               rows)(dict(step=9, progress=0.9, loss=99.0,
-                                                                          tokens_per_s=1.0)) is None
+    assert lab.watcher(exp, {}, job, rows)(step).startswith("pruned at 30% of the budget: training loss 9.500")
+    assert lab.watcher(exp, {}, job, rows)(dict(step, left=None)) is None
+    unpruned = Scheduler(lab.workdir, Policy(prune=False))
+    late = dict(step=9, progress=0.9, loss=99.0, tokens_per_s=1.0)
+    assert unpruned.watcher(exp, {}, Job(3, exp["commit"], 42, "candidate", tmp_path), rows)(late) is None
 
 
 def test_a_candidate_slower_by_its_own_change_is_stopped_then_pruned_once_a_control_clears_the_machine(
@@ -212,6 +212,7 @@ def test_a_loop_killed_while_the_best_ran_comes_back_on_its_branch(tmp_path, use
     (lab.workdir / "train.py").write_text(candidate)
     commit = workspace.commit_train(lab.workdir, "by hand")
     lab.measuring(exp, commit)
+    del exp["runs"]  # as a state written before an experiment could have several runs in flight names its one
     exp["run"] = dict(target="candidate", commit=commit, seed=42, role="candidate", attempts=1,
                       started="2026-01-01T00:00:00")  # what the judge asks first
     lab.save()
