@@ -497,6 +497,7 @@ class Scheduler:
             st["best_commit"], st["best_val_bpb"] = exp["commit"], val_bpb
         for run in state.running(exp):  # a baseline seed failed while the others ran: they are not needed
             run["cancelled"] = True
+        self.waiting.clear()  # an experiment waiting for this one's verdict goes on
         workspace.reset_to(self.workdir, self.best)
         self.in_flight.remove(exp)
         self.save()

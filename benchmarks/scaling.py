@@ -118,7 +118,10 @@ def start(n: int, tmp: Path, cache: Path, sleep: float, lab: Path, name: str) ->
     first, last = min(seconds(r["started"]) for r in runs), max(seconds(r["finished"]) for r in runs)
     verdict = next(seconds(r["finished"]) for r in rows if r["role"] == "baseline" and r["status"] == ledger.KEEP)
     busy = sum(seconds(r["finished"]) - seconds(r["started"]) for r in runs)
-    return dict(span=last - first, busy=busy / (n * (last - first)), runs=len(runs),
+    roles = {}
+    for r in runs:
+        roles[r["role"]] = roles.get(r["role"], 0) + 1
+    return dict(span=last - first, busy=busy / (n * (last - first)), runs=", ".join(f"{k} {v}" for k, v in roles.items()),
                 early=sum(r["role"] == "candidate" and seconds(r["started"]) < verdict for r in runs))
 
 
@@ -155,14 +158,14 @@ def main():
                         "--resources", json.dumps({RESOURCE: max(args.workers)})], check=True, capture_output=True)
         print(f"{os.cpu_count()} cores, a run of the stand-in sleeps {args.sleep:g} s; {RESOURCE} resource on a "
               f"local Ray head")
-        print("| workers | experiments | seconds (first start to last end) | experiments per hour | of linear | "
-              "median run s | median lab s per run | overruns |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
         base = None
         try:
             if args.start:
                 compare_starts(args, tmp, cache)
                 return
+            print("| workers | experiments | seconds (first start to last end) | experiments per hour | of linear | "
+                  "median run s | median lab s per run | overruns |")
+            print("| --- | --- | --- | --- | --- | --- | --- | --- |", flush=True)
             for n in args.workers:  # each row as it is measured
                 r = one(n, tmp, cache, args.sleep, "auto")  # the head just started
                 base = r["per_hour"] if n == 1 else base
