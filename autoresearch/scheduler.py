@@ -18,9 +18,9 @@ before each step that changes git or the ledger, so a loop killed anywhere resta
 
 A candidate's commit lives off the branch while it is measured (a ref, refs/autoresearch/<tag>/<n>,
 keeps it), so the branch tip is the best commit at every moment but the few between a commit and its
-ref; a keep moves the branch to the candidate. Up to `executor.slots` runs are in flight at once,
-each in a thread of this process that waits on the executor; only this thread writes the ledger,
-the state and git. An experiment has several runs in flight only where the judge needs each
+ref; a keep moves the branch to the candidate. The Loop (loop.py) keeps up to `executor.slots`
+runs in flight at once, each in a thread of this process that waits on the executor; only this
+thread writes the ledger, the state and git. An experiment has several runs in flight only where the judge needs each
 whatever the others give (the baseline's seeds), and proposals start beside the baseline (their
 first run at s1; what follows waits for its verdict); an experiment whose next run is a run another
 has in flight waits for it. A candidate the judge would keep whose parent is no longer the best (the
@@ -28,13 +28,12 @@ best moved while it ran) is replayed on the best and measured again there before
 """
 from __future__ import annotations
 
-import math
 import os
 import queue
 import signal
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait as wait_for
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from . import guard, harness, judge, ledger, logs, measurements, proposals, runn
 from .agents import AgentUnavailable
 from .executor import Executor, Job, make_executor, require_harness_package
 from .judge import Measure, Policy, Verdict
+from .loop import Loop
 from .recorder import Display, Recorder, now, short, tokens_per_s
 from .workspace import LabError
 
@@ -67,26 +67,6 @@ def init_run(root: Path, tag: str, cache=None) -> Path:
         experiments=[], created=now(),
     ))
     return workdir
-
-
-def countdown(elapsed: float, ended: int, max_experiments: int | None, max_hours: float | None,
-              others: int = 0) -> str:
-    """" (experiment k of n, about m min left)" for a loop given a number of experiments, k counting
-    the `others` in flight beside this one (several workers): the time left from the pace so far.
-    Where the hours allowed end first, n is the number the pace lets start before then ("of about
-    n"). Empty without a number."""
-    if max_experiments is None:
-        return ""
-    number, total, left = ended + others + 1, f"{max_experiments}", None
-    if ended:
-        pace = elapsed / ended
-        left = pace * (max_experiments - ended)
-        allowed = None if max_hours is None else max(0.0, max_hours * 3600 - elapsed)
-        if allowed is not None and allowed < left:
-            left = allowed
-            total = f"about {min(max_experiments, max(number, ended + math.ceil(allowed / pace)))}"
-    text = f" (experiment {number} of {total}"
-    return text + (f", about {max(1, round(left / 60))} min left)" if left is not None else ")")
 
 
 def measure(run: dict) -> Measure:
@@ -121,10 +101,9 @@ class Scheduler:
                                                    ray_address)
         self.display = display or Display(budget=self.budget)
         self.recorder = Recorder(self.results, self.manifest, self.policy, self.display)
-        self.stopping = self.asking = self.baseline_judged = False
+        self.stopping = self.asking = False
         self.pause = pause  # seconds to wait when the agent's service is down, before asking again
         self.started: queue.SimpleQueue = queue.SimpleQueue()  # (run, pgid, worker) from the run threads
-        self.waiting: set[int] = set()  # experiments whose next run waits for a run in flight to end
         for exp in self.in_flight:
             state.runs_of(exp)  # a state from before experiments had several runs
         self.lock = threading.Lock()
@@ -388,7 +367,6 @@ class Scheduler:
         """A finished run recorded (True when it ended the experiment); interrupted: kept for next time;
         one whose experiment ended while it ran (another of its runs failed) is dropped."""
         self.note_started()
-        self.waiting.clear()  # what the waiting experiments wait for may have come
         run.pop("pgid", None)
         if not any(e is exp for e in self.in_flight):
             self.display.say(f"   #{exp['number']} {job.role} s{job.seed} stopped: its experiment ended while it ran")
@@ -497,7 +475,6 @@ class Scheduler:
             st["best_commit"], st["best_val_bpb"] = exp["commit"], val_bpb
         for run in state.running(exp):  # a baseline seed failed while the others ran: they are not needed
             run["cancelled"] = True
-        self.waiting.clear()  # an experiment waiting for this one's verdict goes on
         workspace.reset_to(self.workdir, self.best)
         self.in_flight.remove(exp)
         self.save()
@@ -574,84 +551,10 @@ class Scheduler:
     def run(self, agent, max_experiments: int | None = None, max_hours: float | None = None,
             max_cost: float | None = None) -> int:
         """Run experiments until the agent is done, a limit is reached or a signal arrives, with up to
-        `executor.slots` runs in flight. Returns the number of experiments ended (a verdict recorded)."""
+        `executor.slots` runs in flight (the Loop). Returns the number of experiments ended."""
         # the executor is made as the session takes the run's lock: the pool is sized after it
         with self.session(), ThreadPoolExecutor(self.slots, thread_name_prefix="run") as pool:
-            start, ended, done, slots = time.time(), 0, agent is None, self.slots
-            running: dict[Future, tuple[dict, dict, Job, Measure]] = {}
-            for exp in self.in_flight:  # resumed
-                self.announce(exp, " (resumed)")
-            while True:
-                self.note_started()
-                for future in [f for f in running if f.done()]:
-                    ended += self.ran(*running.pop(future), future.result())
-                if self.stopping or self.limit_reached(start, ended, max_experiments, max_hours, max_cost):
-                    if not running:
-                        self.wind_down(max_cost)
-                        break
-                else:
-                    settled, recorded = self.fill_slots(pool, running, slots)
-                    ended += recorded
-                    if settled and self.room_for_experiment(done, ended, max_experiments, slots, len(running)):
-                        outcome = self.next_experiment(agent)
-                        if outcome == "done":
-                            done = True
-                            if agent is not None:
-                                self.display.say(f"the agent {agent.name} has nothing more to propose")
-                        ended += outcome == "rejected"
-                        if outcome == "measuring":
-                            self.announce(self.in_flight[-1],
-                                          countdown(time.time() - start, ended, max_experiments, max_hours,
-                                                    len(self.in_flight) - 1))
-                        continue
-                    if settled and not running and not self.in_flight:
-                        break
-                if running:
-                    wait_for(list(running), timeout=0.2, return_when=FIRST_COMPLETED)
-            return ended
-
-    def limit_reached(self, start, ended, max_experiments, max_hours, max_cost) -> bool:
-        return (max_hours is not None and time.time() - start > max_hours * 3600
-                or max_cost is not None and self.spent() >= max_cost
-                or max_experiments is not None and ended >= max_experiments)
-
-    def wind_down(self, max_cost):
-        """Nothing runs any more: a stop leaves the waiting experiments interrupted; a spent budget says so."""
-        if self.stopping:
-            for exp in self.in_flight:
-                self.interrupt_waiting(exp)
-        elif max_cost is not None and self.spent() >= max_cost:
-            self.display.say(f"spent ${self.spent():.2f} of the ${max_cost:.2f} allowed: stopping")
-
-    def fill_slots(self, pool, running: dict, slots: int) -> tuple[bool, int]:
-        """The waiting experiments' next runs submitted while a slot is free. Returns (settled, ended):
-        settled is False when an experiment's state moved on without a run (a verdict, a replay), so
-        that the caller looks again before proposing; ended counts the verdicts recorded."""
-        busy = {(job.commit, job.seed) for _, _, job, _ in running.values()}
-        for exp in list(self.in_flight):
-            while len(running) < slots and exp["number"] not in self.waiting:
-                planned = self.next_run(exp, frozenset(busy))
-                if planned is None:  # until one of the runs in flight ends
-                    self.waiting.add(exp["number"])
-                elif not isinstance(planned, tuple):
-                    return False, int(planned is True)
-                else:
-                    run, job, _ = planned
-                    running[pool.submit(self.executor.run, job, **self.callbacks(exp, run, job))] = (exp, *planned)
-                    busy.add((job.commit, job.seed))
-        return True, 0
-
-    def room_for_experiment(self, done: bool, ended: int, max_experiments, slots: int, running: int) -> bool:
-        """Whether to put another experiment in flight now: the baseline first (agent or not), then the
-        agent's proposals, beside the baseline's seeds too, while it has more, a slot is free and
-        max_experiments allows."""
-        if len(self.in_flight) >= slots or running >= slots or (done and self.in_flight):
-            return False
-        if max_experiments is not None and ended + len(self.in_flight) >= max_experiments:
-            return False
-        if not self.baseline_judged:  # once the baseline's verdict is in, it stays
-            self.baseline_judged = bool(measurements.verdicts(self.rows()))
-        return not done if self.baseline_judged or self.baseline_in_flight else not self.in_flight
+            return Loop(self, pool, agent, max_experiments, max_hours, max_cost).run()
 
     def announce(self, exp, note=""):
         self.display.say(f"── #{exp['number']} {exp.get('agent', '')}: {exp.get('description', '')}{note}")

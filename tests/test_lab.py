@@ -428,7 +428,7 @@ def test_the_search_agent_drives_the_real_train_py(tmp_path, use_cache):
 
 
 def test_a_loop_given_a_number_of_experiments_says_which_one_runs_and_the_time_left():
-    from autoresearch.scheduler import countdown
+    from autoresearch.loop import countdown
     assert countdown(0.0, 0, 5, None) == " (experiment 1 of 5)"
     assert countdown(120.0, 2, 5, None) == " (experiment 3 of 5, about 3 min left)"  # 60 s each so far
     assert countdown(120.0, 2, 5, 0.05) == " (experiment 3 of about 3, about 1 min left)"  # 3 min allowed in all
