@@ -20,11 +20,12 @@ A candidate's commit lives off the branch while it is measured (a ref, refs/auto
 keeps it), so the branch tip is the best commit at every moment but the few between a commit and its
 ref; a keep moves the branch to the candidate. The Loop (loop.py) keeps up to `executor.slots`
 runs in flight at once, each in a thread of this process that waits on the executor; only this
-thread writes the ledger, the state and git. An experiment has several runs in flight only where the judge needs each
-whatever the others give (the baseline's seeds), and proposals start beside the baseline (their
-first run at s1; what follows waits for its verdict); an experiment whose next run is a run another
-has in flight waits for it. A candidate the judge would keep whose parent is no longer the best (the
-best moved while it ran) is replayed on the best and measured again there before it can be kept.
+thread writes the ledger, the state and git. An experiment has several runs in flight only where
+the judge needs each whatever the others give (the baseline's seeds), and proposals start beside
+the baseline (their first run at s1; what follows waits for its verdict); an experiment whose next
+run is a run another has in flight waits for it. A candidate the judge would keep whose parent is
+no longer the best (the best moved while it ran) is replayed on the best and measured again there
+before it can be kept.
 """
 from __future__ import annotations
 
@@ -72,6 +73,11 @@ def init_run(root: Path, tag: str, cache=None) -> Path:
 def measure(run: dict) -> Measure:
     """What the judge asked for, from a run in an experiment's state."""
     return Measure(run["target"], run["seed"], run["role"])
+
+
+def pending(exp: dict, but: dict | None = None) -> tuple[Measure, ...]:
+    """What the judge asked for that is in flight for `exp` now (`but` that run)."""
+    return tuple(measure(r) for r in state.running(exp) if r is not but)
 
 
 class Stopped(BaseException):
@@ -314,9 +320,9 @@ class Scheduler:
         best), None when it waits: for its own runs in flight, or for a run that is in flight for
         another experiment (`busy`: (commit, seed) pairs)."""
         rows = self.rows()
-        pending = tuple(measure(r) for r in state.running(exp))
-        decision = self.decide(exp, rows, pending=pending)
-        if decision is None and (pending or exp.get("kind") != "noise"):
+        waits_on = pending(exp)
+        decision = self.decide(exp, rows, pending=waits_on)
+        if decision is None and (waits_on or exp.get("kind") != "noise"):
             return None
         if decision is None:  # a noise measurement that is complete
             self.display.say(f"   noise: {measurements.noise(self.rows()).describe()}")
@@ -443,8 +449,7 @@ class Scheduler:
             elif result.status != runner.OK:
                 status = result.status
             else:
-                others = tuple(measure(r) for r in state.running(exp) if r is not run)
-                after = self.decide(exp, rows, measured, others)
+                after = self.decide(exp, rows, measured, pending(exp, but=run))
                 if isinstance(after, Verdict) and not self.stale(exp, after):
                     verdict, status = after, after.status
         elif result.status != runner.OK:
@@ -487,7 +492,8 @@ class Scheduler:
         workspace.attach(self.workdir, self.state["branch"])
         workspace.reset_to(self.workdir, self.best)
         self.save()
-        self.display.say(f"   stopped; #{exp['number']}'s unfinished run will run again on the next `autoresearch run`")
+        self.display.say(f"   stopped; #{exp['number']}'s unfinished {run['role']} run at s{run['seed']} will run "
+                         f"again on the next `autoresearch run`")
 
     # --- the loop ------------------------------------------------------------------------------
 
